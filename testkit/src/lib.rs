@@ -1,0 +1,216 @@
+//! Test harness pieces shared by the crates' integration tests: a private `redis-server`, a
+//! private `haproxy`, free loopback ports and the paths of the workspace's built binaries.
+//!
+//! Every process started here binds 127.0.0.1, lives in its own temporary directory, and is
+//! stopped by PID when its handle is dropped, so a failing test leaves nothing behind.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+/// A loopback port that was free a moment ago (bind to port 0, read it, release it).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind 127.0.0.1:0")
+}
+
+/// Waits until something accepts TCP connections on `addr`, or fails after `timeout`.
+pub fn wait_for_port(addr: SocketAddr, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("nothing listens on {addr} after {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Sends SIGKILL to a child and reaps it. Used for crash tests and for cleanup.
+fn kill_child(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// A private `redis-server` on a free loopback port, with its data in a temporary directory.
+///
+/// `stop` and `start_again` let a test take Redis away and bring it back on the same port.
+pub struct RedisServer {
+    port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    /// Starts `redis-server` (it must be on PATH; the test script installs it).
+    pub fn start() -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let mut server = Self { port: free_port(), dir, child: None };
+        server.start_again()?;
+        Ok(server)
+    }
+
+    /// `redis://127.0.0.1:<port>/`
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// The TCP port the server listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Kills the server (SIGKILL, like a crash). Data in memory is lost; persistence is off.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            kill_child(&mut child);
+        }
+    }
+
+    /// Starts the server again on the same port (after `stop`).
+    pub fn start_again(&mut self) -> Result<()> {
+        if self.child.is_some() {
+            return Ok(());
+        }
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port"])
+            .arg(self.port.to_string())
+            .args(["--save", "", "--appendonly", "no", "--protected-mode", "yes"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("cannot start redis-server; is it installed (apt-get install redis-server)?")?;
+        self.child = Some(child);
+        wait_for_port(SocketAddr::from(([127, 0, 0, 1], self.port)), Duration::from_secs(10))
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Runs `haproxy -c -f <file>` and returns its output on failure.
+pub fn haproxy_check(cfg_path: &Path) -> Result<()> {
+    let out = Command::new("haproxy")
+        .arg("-c")
+        .arg("-f")
+        .arg(cfg_path)
+        .output()
+        .context("cannot run haproxy; is it installed (apt-get install haproxy)?")?;
+    if !out.status.success() {
+        bail!(
+            "haproxy -c rejected {}:\n{}{}",
+            cfg_path.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// A private `haproxy` running a given configuration, in the foreground (`-db`).
+///
+/// The configuration must pass `haproxy -c` (checked before start). `stats_socket` is the path
+/// handed to the configuration for the runtime API, inside the process's temporary directory.
+pub struct Haproxy {
+    dir: tempfile::TempDir,
+    child: Child,
+}
+
+impl Haproxy {
+    /// Writes the configuration produced by `render(stats_socket_path)`, checks it, starts
+    /// haproxy and waits until `wait_addr` accepts connections.
+    pub fn start(render: impl FnOnce(&Path) -> String, wait_addr: SocketAddr) -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let socket = dir.path().join("admin.sock");
+        let cfg = dir.path().join("haproxy.cfg");
+        std::fs::write(&cfg, render(&socket))?;
+        haproxy_check(&cfg)?;
+        let child = Command::new("haproxy")
+            .arg("-db")
+            .arg("-f")
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("cannot start haproxy")?;
+        let proxy = Self { dir, child };
+        wait_for_port(wait_addr, Duration::from_secs(10))?;
+        Ok(proxy)
+    }
+
+    /// Path of the runtime API socket given to the configuration.
+    pub fn stats_socket(&self) -> PathBuf {
+        self.dir.path().join("admin.sock")
+    }
+
+    /// Sends one runtime API command (for example `show stat` or `show servers state`) and
+    /// returns the whole answer.
+    pub fn command(&self, cmd: &str) -> Result<String> {
+        let mut stream = std::os::unix::net::UnixStream::connect(self.stats_socket())
+            .context("connect to haproxy stats socket")?;
+        stream.write_all(cmd.as_bytes())?;
+        stream.write_all(b"\n")?;
+        let mut out = String::new();
+        for line in BufReader::new(stream).lines() {
+            out.push_str(&line?);
+            out.push('\n');
+        }
+        Ok(out)
+    }
+
+    /// OS process id, for tests that signal haproxy.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        kill_child(&mut self.child);
+    }
+}
+
+/// Path of a binary built from this workspace (`target/<profile>/<name>`), found next to the
+/// running test executable. Fails with a hint when it has not been built yet.
+pub fn workspace_bin(name: &str) -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    // target/<profile>/deps/<test-binary> -> target/<profile>/<name>
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("test executable has no target/<profile> directory")?;
+    let path = profile_dir.join(name);
+    if !path.exists() {
+        bail!("{} is missing: run `cargo build --workspace --bins` first", path.display());
+    }
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redis_server_stops_and_starts_on_the_same_port() {
+        let mut redis = RedisServer::start().expect("start redis");
+        let addr = SocketAddr::from(([127, 0, 0, 1], redis.port()));
+        assert!(TcpStream::connect(addr).is_ok());
+        redis.stop();
+        assert!(TcpStream::connect(addr).is_err(), "stopped redis still accepts");
+        redis.start_again().unwrap();
+        assert!(TcpStream::connect(addr).is_ok());
+    }
+}
