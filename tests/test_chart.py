@@ -162,7 +162,7 @@ def test_defaults_render_a_single_operator_without_leader_election(chart):
 def test_default_images_follow_the_app_version_and_reach_the_operator(chart):
     docs = render(chart, {})
     assert flag(docs, "chat-node-image") == "ghcr.io/chatcluster/chat-node:0.1.0"
-    assert flag(docs, "sidecar-image") == "ghcr.io/chatcluster/chatcluster-sidecar:0.1.0"
+    assert flag(docs, "sidecar-image") == "ghcr.io/chatcluster/sidecar:0.1.0"
     assert flag(docs, "haproxy-image") == "docker.io/library/haproxy:2.6"
     assert flag(docs, "redis-image") == "docker.io/library/redis:7.0"
 
@@ -360,23 +360,52 @@ def operator_rules() -> list[dict]:
     return doc["rules"] if isinstance(doc, dict) else doc
 
 
-def chart_rules(chart) -> list[dict]:
-    return one(render(chart, {}), "ClusterRole")["rules"]
+LEASE = ("coordination.k8s.io", "leases")
 
 
-def test_cluster_role_grants_no_wildcard(chart):
-    for rule in chart_rules(chart):
+def chart_rules(chart, values: dict) -> tuple[list[dict], list[dict]]:
+    """(ClusterRole rules, namespaced Role rules) the chart renders for `values`."""
+    docs = render(chart, values)
+    cluster = one(docs, "ClusterRole")["rules"]
+    roles = [d for d in docs if d["kind"] == "Role"]
+    for role in roles:
+        assert role["metadata"]["namespace"] == NAMESPACE
+    return cluster, [rule for role in roles for rule in role["rules"]]
+
+
+@pytest.mark.parametrize("value_set", sorted(VALUE_SETS))
+def test_rbac_grants_no_wildcard(chart, value_set):
+    cluster, namespaced = chart_rules(chart, VALUE_SETS[value_set])
+    for rule in cluster + namespaced:
         for key in ("apiGroups", "resources", "verbs", "resourceNames"):
             assert "*" not in rule.get(key, []), f"wildcard in {key}: {rule}"
 
 
-def test_cluster_role_grants_exactly_what_the_operator_uses(chart):
+@pytest.mark.parametrize("value_set", sorted(VALUE_SETS))
+def test_rbac_grants_exactly_what_the_operator_uses(chart, value_set):
     wanted = grants(operator_rules())
-    granted = grants(chart_rules(chart))
-    assert granted - wanted == set(), "the chart grants more than the operator uses"
-    assert wanted - granted == set(), "the chart misses permissions the operator uses"
+    cluster, namespaced = chart_rules(chart, VALUE_SETS[value_set])
+    cluster, namespaced = grants(cluster), grants(namespaced)
+    lease = {g for g in wanted if g[:2] == LEASE}
+    assert lease, "the operator's list has no Lease rule; leader election needs one"
+    # The Lease is only touched in the operator's own namespace, and only with leader election.
+    assert {g for g in cluster if g[:2] == LEASE} == set(), "Lease access must not be cluster-wide"
+    assert namespaced == (lease if "--leader-election" in args(render(chart, VALUE_SETS[value_set])) else set())
+    granted = cluster | namespaced
+    expected = wanted if namespaced else wanted - lease
+    assert granted - expected == set(), "the chart grants more than the operator uses"
+    assert expected - granted == set(), "the chart misses permissions the operator uses"
 
 
 def test_rbac_can_be_left_to_the_platform_team(chart):
-    docs = render(chart, {"rbac": {"create": False}})
-    assert not kinds(docs) & {"ClusterRole", "ClusterRoleBinding"}
+    docs = render(chart, {"rbac": {"create": False}, "replicaCount": 2})
+    assert not kinds(docs) & {"ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
+
+
+def test_bindings_name_the_operator_service_account(chart):
+    docs = render(chart, VALUE_SETS["ha"])
+    account = one(docs, "ServiceAccount")["metadata"]["name"]
+    for binding in (one(docs, "ClusterRoleBinding"), one(docs, "RoleBinding")):
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account, "namespace": NAMESPACE}]
+    assert one(docs, "RoleBinding")["roleRef"]["name"] == one(docs, "Role")["metadata"]["name"]
+    assert one(docs, "ClusterRoleBinding")["roleRef"]["name"] == one(docs, "ClusterRole")["metadata"]["name"]
