@@ -1,0 +1,56 @@
+//! `chatcluster-bench`: parses flags and runs one benchmark; see the library for what each does.
+
+use anyhow::{Context, Result};
+use chatcluster_bench::idle::{IdleArgs, RunReport, run_idle};
+use chatcluster_bench::measure::median;
+use chatcluster_bench::worker::{WorkerArgs, run_worker};
+use chatcluster_common::{LogFormat, init_tracing};
+use clap::{Parser, Subcommand};
+
+/// Benchmarks for chatcluster. They print figures and stop by themselves; everything runs on
+/// loopback.
+#[derive(Parser, Debug)]
+#[command(name = "chatcluster-bench", version, about)]
+struct Cli {
+    /// Log format on stderr: text or json.
+    #[arg(long, env = "BENCH_LOG_FORMAT", default_value = "text", global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Memory (RSS) per idle WebSocket connection of a chat-node.
+    Idle(IdleArgs),
+    /// Internal: one worker process of `idle`, started by the controller.
+    #[command(hide = true)]
+    Worker(WorkerArgs),
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    match cli.command {
+        Command::Idle(args) => {
+            let reports = run_idle(&args).await.context("idle benchmark failed")?;
+            println!("{}", RunReport::header());
+            for (i, report) in reports.iter().enumerate() {
+                println!("{}", report.row(i + 1));
+            }
+            let figures: Vec<f64> = reports.iter().map(RunReport::kib_per_connection).collect();
+            if let Some(m) = median(&figures) {
+                println!(
+                    "median KiB per idle connection over {} run(s): {m:.2}",
+                    figures.len()
+                );
+            }
+        }
+        Command::Worker(args) => {
+            let stdin = tokio::io::BufReader::new(tokio::io::stdin());
+            run_worker(&args, stdin, tokio::io::stdout()).await?;
+        }
+    }
+    Ok(())
+}
