@@ -1,3 +1,9 @@
-//! placeholder
+//! The chatcluster operator as a library; `main.rs` only parses flags and calls in here.
+//!
+//! - [`crd`]: the `ChatCluster` custom resource types, CRD generation, offline validation and
+//!   test fixtures.
+//! - [`defaults`]: operator-wide defaults (images) from flags.
+#![forbid(unsafe_code)]
 
-pub mod local;
+pub mod crd;
+pub mod defaults;
