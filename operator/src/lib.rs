@@ -7,3 +7,11 @@
 
 pub mod crd;
 pub mod defaults;
+
+pub mod admin;
+pub mod apply;
+pub mod error;
+pub mod leader;
+pub mod metrics;
+pub mod rbac;
+pub mod status;
