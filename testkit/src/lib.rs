@@ -53,7 +53,11 @@ impl RedisServer {
     /// Starts `redis-server` (it must be on PATH; the test script installs it).
     pub fn start() -> Result<Self> {
         let dir = tempfile::tempdir()?;
-        let mut server = Self { port: free_port(), dir, child: None };
+        let mut server = Self {
+            port: free_port(),
+            dir,
+            child: None,
+        };
         server.start_again()?;
         Ok(server)
     }
@@ -83,15 +87,27 @@ impl RedisServer {
         let child = Command::new("redis-server")
             .args(["--bind", "127.0.0.1", "--port"])
             .arg(self.port.to_string())
-            .args(["--save", "", "--appendonly", "no", "--protected-mode", "yes"])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--protected-mode",
+                "yes",
+            ])
             .arg("--dir")
             .arg(self.dir.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .context("cannot start redis-server; is it installed (apt-get install redis-server)?")?;
+            .context(
+                "cannot start redis-server; is it installed (apt-get install redis-server)?",
+            )?;
         self.child = Some(child);
-        wait_for_port(SocketAddr::from(([127, 0, 0, 1], self.port)), Duration::from_secs(10))
+        wait_for_port(
+            SocketAddr::from(([127, 0, 0, 1], self.port)),
+            Duration::from_secs(10),
+        )
     }
 }
 
@@ -171,6 +187,20 @@ impl Haproxy {
         Ok(out)
     }
 
+    /// `show stat` as one map per row (keys are the CSV header's field names: `pxname`,
+    /// `svname`, `status`, `weight`, `scur`, `last_agt`, ...).
+    pub fn show_stat(&self) -> Result<Vec<std::collections::BTreeMap<String, String>>> {
+        Ok(parse_show_stat(&self.command("show stat")?))
+    }
+
+    /// `show servers state` as one map per server (keys: `be_name`, `srv_name`, `srv_op_state`,
+    /// `srv_admin_state`, `srv_uweight`, ...).
+    pub fn show_servers_state(&self) -> Result<Vec<std::collections::BTreeMap<String, String>>> {
+        Ok(parse_show_servers_state(
+            &self.command("show servers state")?,
+        ))
+    }
+
     /// OS process id, for tests that signal haproxy.
     pub fn pid(&self) -> u32 {
         self.child.id()
@@ -181,6 +211,45 @@ impl Drop for Haproxy {
     fn drop(&mut self) {
         kill_child(&mut self.child);
     }
+}
+
+/// Parses the CSV of the runtime API's `show stat` (header line starts with `# `).
+pub fn parse_show_stat(csv: &str) -> Vec<std::collections::BTreeMap<String, String>> {
+    let mut lines = csv.lines().filter(|l| !l.trim().is_empty());
+    let Some(header) = lines.next() else {
+        return Vec::new();
+    };
+    let names: Vec<&str> = header.trim_start_matches("# ").split(',').collect();
+    lines
+        .map(|line| {
+            names
+                .iter()
+                .zip(line.split(','))
+                .filter(|(name, _)| !name.is_empty())
+                .map(|(name, value)| ((*name).to_string(), value.to_string()))
+                .collect()
+        })
+        .collect()
+}
+
+/// Parses `show servers state` (a version line, a `# field ...` header, then one line per
+/// server with space-separated values).
+pub fn parse_show_servers_state(text: &str) -> Vec<std::collections::BTreeMap<String, String>> {
+    let mut names: Vec<&str> = Vec::new();
+    let mut rows = Vec::new();
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if let Some(header) = line.strip_prefix("# ") {
+            names = header.split_whitespace().collect();
+        } else if !names.is_empty() {
+            let row = names
+                .iter()
+                .zip(line.split_whitespace())
+                .map(|(name, value)| ((*name).to_string(), value.to_string()))
+                .collect();
+            rows.push(row);
+        }
+    }
+    rows
 }
 
 /// Path of a binary built from this workspace (`target/<profile>/<name>`), found next to the
@@ -194,7 +263,10 @@ pub fn workspace_bin(name: &str) -> Result<PathBuf> {
         .context("test executable has no target/<profile> directory")?;
     let path = profile_dir.join(name);
     if !path.exists() {
-        bail!("{} is missing: run `cargo build --workspace --bins` first", path.display());
+        bail!(
+            "{} is missing: run `cargo build --workspace --bins` first",
+            path.display()
+        );
     }
     Ok(path)
 }
@@ -228,12 +300,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn parses_runtime_api_tables() {
+        let stat = "# pxname,svname,status,weight,\nbe,a,UP,100,\nbe,b,DOWN (agent),0,\n\n";
+        let rows = parse_show_stat(stat);
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[1]["svname"], "b");
+        assert_eq!(rows[1]["status"], "DOWN (agent)");
+        let state = "1\n# be_id be_name srv_id srv_name srv_op_state\n3 be 1 a 2\n3 be 2 b 0\n";
+        let rows = parse_show_servers_state(state);
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0]["srv_name"], "a");
+        assert_eq!(rows[1]["srv_op_state"], "0");
+    }
+
+    #[test]
     fn redis_server_stops_and_starts_on_the_same_port() {
         let mut redis = RedisServer::start().expect("start redis");
         let addr = SocketAddr::from(([127, 0, 0, 1], redis.port()));
         assert!(TcpStream::connect(addr).is_ok());
         redis.stop();
-        assert!(TcpStream::connect(addr).is_err(), "stopped redis still accepts");
+        assert!(
+            TcpStream::connect(addr).is_err(),
+            "stopped redis still accepts"
+        );
         redis.start_again().unwrap();
         assert!(TcpStream::connect(addr).is_ok());
     }
