@@ -1,4 +1,5 @@
-//! Operator-wide defaults that a `ChatCluster` may leave out (container images), set by the
+//! Operator-wide defaults that a `ChatCluster` may leave out (container images, cluster DNS
+//! domain), set by the
 //! operator's flags and shared by the `run`, `render` and `local` subcommands.
 
 /// Image defaults; each flag also reads an environment variable (the Helm chart sets them).
@@ -24,6 +25,9 @@ pub struct OperatorDefaults {
         default_value = "docker.io/library/redis:7.0"
     )]
     pub redis_image: String,
+    /// DNS domain of the cluster, for the SRV name HAProxy resolves.
+    #[arg(long, env = "CHATCLUSTER_CLUSTER_DOMAIN", default_value = "cluster.local")]
+    pub cluster_domain: String,
 }
 
 impl Default for OperatorDefaults {
@@ -36,6 +40,7 @@ impl Default for OperatorDefaults {
                 .into(),
             haproxy_image: "docker.io/library/haproxy:2.6".into(),
             redis_image: "docker.io/library/redis:7.0".into(),
+            cluster_domain: "cluster.local".into(),
         }
     }
 }

@@ -3,15 +3,13 @@
 //! - [`crd`]: the `ChatCluster` custom resource types, CRD generation, offline validation and
 //!   test fixtures.
 //! - [`defaults`]: operator-wide defaults (images) from flags.
+//! - [`desired`]: the pure desired state, ChatCluster -> Kubernetes objects.
+//! - [`haproxy_cfg`]: the pure `haproxy.cfg` renderer (DNS or static discovery).
+//! - [`render`]: the `render` subcommand's multi-document YAML.
 #![forbid(unsafe_code)]
 
 pub mod crd;
 pub mod defaults;
-
-pub mod admin;
-pub mod apply;
-pub mod error;
-pub mod leader;
-pub mod metrics;
-pub mod rbac;
-pub mod status;
+pub mod desired;
+pub mod haproxy_cfg;
+pub mod render;

@@ -14,12 +14,64 @@ struct Cli {
 enum Command {
     /// Print the ChatCluster CRD as YAML (what `crds/chatcluster.yaml` holds).
     Crd,
+    /// Print, as multi-document YAML, every object the operator would apply for a ChatCluster.
+    Render(RenderArgs),
+}
+
+/// Flags of `render`.
+#[derive(clap::Args, Debug)]
+struct RenderArgs {
+    /// The ChatCluster manifest to render.
+    #[arg(
+        short = 'f',
+        long = "filename",
+        env = "CHATCLUSTER_RENDER_FILE",
+        default_value = "examples/chatcluster.yaml"
+    )]
+    file: std::path::PathBuf,
+    /// Namespace for a manifest that names none.
+    #[arg(
+        short = 'n',
+        long,
+        env = "CHATCLUSTER_RENDER_NAMESPACE",
+        default_value = "default"
+    )]
+    namespace: String,
+    /// HAProxy cookie key written into the generated Secret; empty means a fresh random key.
+    #[arg(
+        long,
+        env = "CHATCLUSTER_RENDER_COOKIE_KEY",
+        default_value = "",
+        hide_env_values = true
+    )]
+    cookie_key: String,
+    #[command(flatten)]
+    defaults: chatcluster_operator::defaults::OperatorDefaults,
+}
+
+fn render(args: RenderArgs) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    use chatcluster_operator::{desired::secret, render};
+    let text = std::fs::read_to_string(&args.file)
+        .with_context(|| format!("cannot read {}", args.file.display()))?;
+    let cc = render::parse_chatcluster(&text, &args.namespace)
+        .with_context(|| format!("{}", args.file.display()))?;
+    let key = if args.cookie_key.is_empty() {
+        secret::generate_cookie_key()
+    } else {
+        args.cookie_key
+    };
+    let yaml = render::render_yaml(&cc, &args.defaults, &key)
+        .with_context(|| format!("{}", args.file.display()))?;
+    print!("{yaml}");
+    Ok(())
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Crd => print!("{}", chatcluster_operator::crd::crd_yaml()),
+        Command::Render(args) => render(args)?,
     }
     Ok(())
 }

@@ -16,6 +16,9 @@ pub enum SpecError {
     /// The object has no `metadata.name`.
     #[error("the ChatCluster has no metadata.name")]
     MissingName,
+    /// The object has no `metadata.namespace` (`render` fills in `--namespace`).
+    #[error("the ChatCluster has no metadata.namespace")]
+    MissingNamespace,
     /// The name is too long for the derived object names.
     #[error(
         "metadata.name {name:?} is {len} characters; at most {MAX_NAME_LEN} are allowed so derived names such as {name}-haproxy fit Kubernetes' limits"
@@ -91,6 +94,7 @@ impl SpecError {
     pub fn reason(&self) -> &'static str {
         match self {
             Self::MissingName => "MissingName",
+            Self::MissingNamespace => "MissingNamespace",
             Self::NameTooLong { .. } => "NameTooLong",
             Self::TooManyReplicas { .. } => "TooManyReplicas",
             Self::OutOfRange { .. } => "OutOfRange",
