@@ -1,0 +1,303 @@
+//! The node's local registry: which connections are in which room, which connections belong to
+//! which user, and every open connection (for the drain). Room traffic from Redis fans out here:
+//! a frame is built once and its cheap clone (`Bytes`) is queued to each member.
+//!
+//! Subscribe/unsubscribe commands are sent to the subscriber while the registry lock is held, so
+//! they reach Redis in the same order as the membership changes that caused them.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+
+use crate::offset::Offset;
+use crate::subscriber::{SubCommand, Target};
+
+/// Identifies one connection on this node.
+pub type ConnId = u64;
+
+/// What the reader side (and the fan-out) hands to a connection's writer.
+#[derive(Debug)]
+pub enum Outbound {
+    /// A frame written as is (replies, direct messages).
+    Frame(Message),
+    /// A live room message; held back while the room's join is in progress.
+    Room {
+        room: Arc<str>,
+        offset: Offset,
+        frame: Message,
+    },
+    /// A room event (member joined/left); held back while the room's join is in progress.
+    RoomEvent { room: Arc<str>, frame: Utf8Bytes },
+    /// A join of `room` started: hold its live traffic until `JoinEnd`.
+    JoinStart(Arc<str>),
+    /// A join finished: write `frame` (joined or error), the replay, then the held traffic newer
+    /// than the replay.
+    JoinEnd(Box<JoinEnd>),
+    /// The connection left `room`: write `frame` and forget the room.
+    Left { room: Arc<str>, frame: Utf8Bytes },
+}
+
+/// The end of a join (see [`Outbound::JoinEnd`]).
+#[derive(Debug)]
+pub struct JoinEnd {
+    /// The room.
+    pub room: Arc<str>,
+    /// `joined` on success, an `error` event otherwise.
+    pub frame: Utf8Bytes,
+    /// True when the join succeeded (live traffic continues); false drops held traffic.
+    pub ok: bool,
+    /// Replayed messages, oldest first.
+    pub replay: Vec<(Offset, Message)>,
+}
+
+/// The shared handle of one connection: its outbound queue and its kill switch.
+#[derive(Debug)]
+pub struct Conn {
+    /// The connection's id.
+    pub id: ConnId,
+    tx: mpsc::Sender<Outbound>,
+    close_code: AtomicU16,
+    closed: Notify,
+}
+
+impl Conn {
+    /// Creates a connection handle and the receiving end of its queue.
+    pub fn new(id: ConnId, queue: usize) -> (Arc<Conn>, mpsc::Receiver<Outbound>) {
+        let (tx, rx) = mpsc::channel(queue.max(1));
+        (
+            Arc::new(Conn {
+                id,
+                tx,
+                close_code: AtomicU16::new(0),
+                closed: Notify::new(),
+            }),
+            rx,
+        )
+    }
+
+    /// Queues a frame without waiting. A full queue means the client stopped reading: the
+    /// connection is closed with 1008 (slow consumer). Returns false when nothing was queued.
+    pub fn push(&self, item: Outbound) -> bool {
+        match self.tx.try_send(item) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.close(1008);
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// Asks the connection to close with `code` (the first code asked for wins).
+    pub fn close(&self, code: u16) {
+        if self
+            .close_code
+            .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            self.closed.notify_waiters();
+            self.closed.notify_one();
+        }
+    }
+
+    /// The close code asked for, if any.
+    pub fn close_requested(&self) -> Option<u16> {
+        match self.close_code.load(Ordering::Acquire) {
+            0 => None,
+            code => Some(code),
+        }
+    }
+
+    /// Resolves once a close has been asked for.
+    pub async fn closing(&self) -> u16 {
+        loop {
+            let notified = self.closed.notified();
+            if let Some(code) = self.close_requested() {
+                return code;
+            }
+            notified.await;
+        }
+    }
+}
+
+struct Room {
+    name: Arc<str>,
+    members: HashMap<ConnId, Arc<Conn>>,
+    /// Newest offset delivered to this room's members (dedup after resubscribe/gap fill).
+    last: Option<Offset>,
+}
+
+/// The local connections of one user.
+type ConnSet = HashMap<ConnId, Arc<Conn>>;
+
+/// The registry (see the module docs).
+pub struct Hub {
+    rooms: Mutex<HashMap<Arc<str>, Room>>,
+    users: Mutex<HashMap<Arc<str>, ConnSet>>,
+    conns: Mutex<HashMap<ConnId, Arc<Conn>>>,
+    subs: mpsc::UnboundedSender<SubCommand>,
+}
+
+impl Hub {
+    /// A registry that sends its subscription changes to `subs`.
+    pub fn new(subs: mpsc::UnboundedSender<SubCommand>) -> Self {
+        Self {
+            rooms: Mutex::default(),
+            users: Mutex::default(),
+            conns: Mutex::default(),
+            subs,
+        }
+    }
+
+    fn subscribe(&self, target: Target) -> oneshot::Receiver<bool> {
+        let (reply, rx) = oneshot::channel();
+        let _ = self.subs.send(SubCommand::Subscribe {
+            target,
+            reply: Some(reply),
+        });
+        rx
+    }
+
+    /// Registers an open connection of `user`; resolves when the user's channel is subscribed.
+    pub fn add_conn(&self, user: &Arc<str>, conn: &Arc<Conn>) -> oneshot::Receiver<bool> {
+        self.conns.lock().unwrap().insert(conn.id, conn.clone());
+        let mut users = self.users.lock().unwrap();
+        users
+            .entry(user.clone())
+            .or_default()
+            .insert(conn.id, conn.clone());
+        self.subscribe(Target::User(user.clone()))
+    }
+
+    /// Forgets a closed connection of `user` (call after it left its rooms).
+    pub fn remove_conn(&self, user: &Arc<str>, id: ConnId) {
+        self.conns.lock().unwrap().remove(&id);
+        let mut users = self.users.lock().unwrap();
+        if let Some(conns) = users.get_mut(user) {
+            conns.remove(&id);
+            if conns.is_empty() {
+                users.remove(user);
+                let _ = self
+                    .subs
+                    .send(SubCommand::Unsubscribe(Target::User(user.clone())));
+            }
+        }
+    }
+
+    /// Adds a member to a room; resolves when the room's channel is subscribed (false: Redis
+    /// is unreachable).
+    pub fn join_room(&self, room: &Arc<str>, conn: &Arc<Conn>) -> oneshot::Receiver<bool> {
+        let mut rooms = self.rooms.lock().unwrap();
+        rooms
+            .entry(room.clone())
+            .or_insert_with(|| Room {
+                name: room.clone(),
+                members: HashMap::new(),
+                last: None,
+            })
+            .members
+            .insert(conn.id, conn.clone());
+        self.subscribe(Target::Room(room.clone()))
+    }
+
+    /// Removes a member; the last one out unsubscribes the node from the room.
+    pub fn leave_room(&self, room: &Arc<str>, id: ConnId) {
+        let mut rooms = self.rooms.lock().unwrap();
+        if let Some(state) = rooms.get_mut(room) {
+            state.members.remove(&id);
+            if state.members.is_empty() {
+                rooms.remove(room);
+                let _ = self
+                    .subs
+                    .send(SubCommand::Unsubscribe(Target::Room(room.clone())));
+            }
+        }
+    }
+
+    /// Delivers a room message to local members unless an equal or newer offset was already
+    /// delivered. `build` makes the frame, called at most once.
+    pub fn deliver_room(
+        &self,
+        room: &str,
+        offset: Offset,
+        build: impl FnOnce() -> Message,
+    ) -> usize {
+        let mut rooms = self.rooms.lock().unwrap();
+        let Some(state) = rooms.get_mut(room) else {
+            return 0;
+        };
+        let name = &state.name;
+        if state.last.is_some_and(|last| offset <= last) {
+            return 0;
+        }
+        state.last = Some(offset);
+        let frame = build();
+        for conn in state.members.values() {
+            conn.push(Outbound::Room {
+                room: name.clone(),
+                offset,
+                frame: frame.clone(),
+            });
+        }
+        state.members.len()
+    }
+
+    /// Delivers a member event to local members of a room.
+    pub fn deliver_room_event(&self, room: &str, frame: Utf8Bytes) -> usize {
+        let mut rooms = self.rooms.lock().unwrap();
+        let Some(state) = rooms.get_mut(room) else {
+            return 0;
+        };
+        let name = &state.name;
+        for conn in state.members.values() {
+            conn.push(Outbound::RoomEvent {
+                room: name.clone(),
+                frame: frame.clone(),
+            });
+        }
+        state.members.len()
+    }
+
+    /// Delivers a finished frame to every local connection of `user`.
+    pub fn deliver_user(&self, user: &str, frame: Message) -> usize {
+        let users = self.users.lock().unwrap();
+        let Some(conns) = users.get(user) else {
+            return 0;
+        };
+        for conn in conns.values() {
+            conn.push(Outbound::Frame(frame.clone()));
+        }
+        conns.len()
+    }
+
+    /// Raises a room's delivered offset to at least `offset` (the stream's end when the node
+    /// subscribed), so a later gap fill starts there.
+    pub fn note_offset(&self, room: &str, offset: Offset) {
+        if let Some(state) = self.rooms.lock().unwrap().get_mut(room) {
+            state.last = Some(state.last.map_or(offset, |last| last.max(offset)));
+        }
+    }
+
+    /// Rooms with local members and their last delivered offset.
+    pub fn rooms(&self) -> Vec<(Arc<str>, Option<Offset>)> {
+        self.rooms
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(name, s)| (name.clone(), s.last))
+            .collect()
+    }
+
+    /// Number of rooms with local members.
+    pub fn room_count(&self) -> usize {
+        self.rooms.lock().unwrap().len()
+    }
+
+    /// Every open connection (for the drain).
+    pub fn connections(&self) -> Vec<Arc<Conn>> {
+        self.conns.lock().unwrap().values().cloned().collect()
+    }
+}
