@@ -401,3 +401,79 @@ def test_bindings_name_the_operator_service_account(chart):
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account, "namespace": NAMESPACE}]
     assert one(docs, "RoleBinding")["roleRef"]["name"] == one(docs, "Role")["metadata"]["name"]
     assert one(docs, "ClusterRoleBinding")["roleRef"]["name"] == one(docs, "ClusterRole")["metadata"]["name"]
+
+
+# --- examples: what `kubectl apply` would accept ---------------------------------------------
+
+EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
+
+
+def structural_to_jsonschema(node: dict) -> dict:
+    """The CRD's OpenAPI v3 schema as a JSON schema that rejects unknown fields, like
+    `kubectl apply` with its default strict field validation does (the API server would
+    otherwise silently prune a misspelt field)."""
+    out = {k: v for k, v in node.items() if not k.startswith("x-kubernetes-") and k != "nullable"}
+    if "properties" in node:
+        out["properties"] = {k: structural_to_jsonschema(v) for k, v in node["properties"].items()}
+        if "additionalProperties" not in node and not node.get("x-kubernetes-preserve-unknown-fields"):
+            out["additionalProperties"] = False
+    if isinstance(node.get("additionalProperties"), dict):
+        out["additionalProperties"] = structural_to_jsonschema(node["additionalProperties"])
+    if "items" in node:
+        out["items"] = structural_to_jsonschema(node["items"])
+    if node.get("x-kubernetes-int-or-string"):
+        out.pop("type", None)
+        out["anyOf"] = [{"type": "integer"}, {"type": "string"}]
+    if node.get("nullable"):
+        out = {"anyOf": [out, {"type": "null"}]}
+    return out
+
+
+@pytest.fixture(scope="module")
+def chatcluster_schema() -> dict:
+    crd = yaml.safe_load(TOP_CRD.read_text())
+    (version,) = [v for v in crd["spec"]["versions"] if v["storage"]]
+    schema = structural_to_jsonschema(version["schema"]["openAPIV3Schema"])
+    # The API server adds these three to every CRD schema.
+    schema["properties"].update(
+        apiVersion={"type": "string"}, kind={"type": "string"}, metadata={"type": "object"}
+    )
+    return schema
+
+
+def test_examples_exist():
+    names = {p.name for p in EXAMPLES}
+    assert {"chatcluster.yaml", "chatcluster-external-redis-jwt.yaml", "chatcluster-production.yaml"} <= names
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
+def test_example_uses_only_crd_fields(example, chatcluster_schema):
+    import jsonschema
+
+    (doc,) = [d for d in yaml.safe_load_all(example.read_text()) if d]
+    assert (doc["apiVersion"], doc["kind"]) == ("chatcluster.io/v1alpha1", "ChatCluster")
+    errors = sorted(jsonschema.Draft7Validator(chatcluster_schema).iter_errors(doc), key=str)
+    assert not errors, "\n".join(f"{'.'.join(map(str, e.path))}: {e.message}" for e in errors)
+
+
+def test_crd_schema_check_catches_a_misspelt_field(chatcluster_schema):
+    import jsonschema
+
+    doc = {"apiVersion": "chatcluster.io/v1alpha1", "kind": "ChatCluster", "metadata": {"name": "x"},
+           "spec": {"haproxy": {"replica": 2}}}
+    with pytest.raises(jsonschema.ValidationError, match="replica"):
+        jsonschema.validate(doc, chatcluster_schema)
+
+
+@pytest.mark.parametrize("kube_version", KUBE_VERSIONS)
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
+def test_example_renders_to_valid_objects(example, kube_version):
+    out = subprocess.run(
+        [OPERATOR_BIN, "render", "-f", example, "--namespace", "chat", "--cookie-key", "test-key"],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert out.returncode == 0, out.stderr
+    docs = [d for d in yaml.safe_load_all(out.stdout) if d]
+    assert {"StatefulSet", "Deployment", "Service", "ConfigMap", "PodDisruptionBudget"} <= kinds(docs)
+    for doc in docs:
+        kubernetes_validate.validate(doc, kube_version, strict=True)
