@@ -12,4 +12,5 @@ pub mod crd;
 pub mod defaults;
 pub mod desired;
 pub mod haproxy_cfg;
+pub mod local;
 pub mod render;

@@ -16,6 +16,9 @@ enum Command {
     Crd,
     /// Print, as multi-document YAML, every object the operator would apply for a ChatCluster.
     Render(RenderArgs),
+    /// Run a ChatCluster on this machine: redis-server, chat-nodes with sidecars and HAProxy as
+    /// local processes, until Ctrl-C.
+    Local(chatcluster_operator::local::LocalArgs),
 }
 
 /// Flags of `render`.
@@ -67,11 +70,18 @@ fn render(args: RenderArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn local(args: chatcluster_operator::local::LocalArgs) -> anyhow::Result<()> {
+    chatcluster_common::init_tracing(chatcluster_common::LogFormat::Text);
+    tokio::runtime::Runtime::new()?.block_on(chatcluster_operator::local::run(args))?;
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Crd => print!("{}", chatcluster_operator::crd::crd_yaml()),
         Command::Render(args) => render(args)?,
+        Command::Local(args) => local(args)?,
     }
     Ok(())
 }

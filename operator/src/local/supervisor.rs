@@ -56,16 +56,22 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    /// Starts `specs` stage by stage and returns once every child is ready. On failure, stops
-    /// whatever was started and returns the reason.
-    pub async fn start(specs: Vec<ChildSpec>, options: SupervisorOptions) -> Result<Self, Error> {
-        let width = specs.iter().map(|s| s.name.len()).max().unwrap_or(0);
-        let mut supervisor = Self {
-            children: Vec::with_capacity(specs.len()),
+    /// A supervisor with no children yet.
+    pub fn new(options: SupervisorOptions) -> Self {
+        Self {
+            children: Vec::new(),
             kill_now: CancellationToken::new(),
             options,
-            prefix: LogPrefix { width },
-        };
+            prefix: LogPrefix { width: 0 },
+        }
+    }
+
+    /// Starts `specs` stage by stage and returns once every child is ready. On failure it stops
+    /// whatever was started and returns the reason. If the returned future is dropped before it
+    /// finishes (Ctrl-C during startup), call [`Supervisor::shutdown`] to stop what runs.
+    pub async fn start(&mut self, specs: Vec<ChildSpec>) -> Result<(), Error> {
+        let width = specs.iter().map(|s| s.name.len()).max().unwrap_or(0);
+        self.prefix.width = self.prefix.width.max(width);
         let mut stages: Vec<u8> = specs.iter().map(|s| s.stage).collect();
         stages.sort_unstable();
         stages.dedup();
@@ -73,15 +79,22 @@ impl Supervisor {
         for stage in stages {
             let (now, later): (Vec<_>, Vec<_>) = specs.into_iter().partition(|s| s.stage == stage);
             specs = later;
-            let first = supervisor.children.len();
+            let first = self.children.len();
             for spec in now {
-                supervisor.spawn(spec);
+                self.spawn(spec);
             }
-            if let Err(err) = supervisor.wait_ready(first).await {
-                supervisor.shutdown().await;
+            if let Err(err) = self.wait_ready(first).await {
+                self.shutdown().await;
                 return Err(err);
             }
         }
+        Ok(())
+    }
+
+    /// [`Supervisor::new`] + [`Supervisor::start`].
+    pub async fn launch(specs: Vec<ChildSpec>, options: SupervisorOptions) -> Result<Self, Error> {
+        let mut supervisor = Self::new(options);
+        supervisor.start(specs).await?;
         Ok(supervisor)
     }
 

@@ -61,7 +61,7 @@ async fn starts_every_child_and_stops_them_all() {
         sh("node-0", 1, "sleep 100 & wait", &mark),
         sh("node-1", 1, "exec sleep 100", &mark),
     ];
-    let mut sup = Supervisor::start(specs, fast()).await.unwrap();
+    let mut sup = Supervisor::launch(specs, fast()).await.unwrap();
     let pids = sup.pids();
     assert_eq!(pids.len(), 3);
     assert!(pids.iter().all(|(_, pid)| pid.is_some()), "{pids:?}");
@@ -75,7 +75,7 @@ async fn starts_every_child_and_stops_them_all() {
 async fn a_child_that_dies_is_restarted() {
     let mark = marker();
     let specs = vec![sh("flaky", 0, "sleep 0.2; exit 1", &mark)];
-    let mut sup = Supervisor::start(specs, fast()).await.unwrap();
+    let mut sup = Supervisor::launch(specs, fast()).await.unwrap();
     let first = sup.pids()[0].1.unwrap();
     tokio::time::timeout(Duration::from_secs(5), async {
         while sup.status("flaky").unwrap().starts < 3 {
@@ -98,7 +98,7 @@ async fn crash_at_start_fails_startup_and_leaves_nothing_behind() {
     let mut crasher = sh("crasher", 1, "echo cannot bind >&2; exit 3", &mark);
     crasher.probe = dead_port_probe();
     let specs = vec![sh("redis", 0, "exec sleep 100", &mark), crasher];
-    let err = match Supervisor::start(specs, fast()).await {
+    let err = match Supervisor::launch(specs, fast()).await {
         Ok(_) => panic!("startup succeeded with a crashing child"),
         Err(err) => err,
     };
@@ -123,7 +123,7 @@ async fn a_missing_binary_is_reported_and_earlier_children_stopped() {
     let mut missing = sh("haproxy", 1, "", &mark);
     missing.program = PathBuf::from("/nonexistent/haproxy");
     let specs = vec![sh("redis", 0, "exec sleep 100", &mark), missing];
-    let err = Supervisor::start(specs, fast())
+    let err = Supervisor::launch(specs, fast())
         .await
         .err()
         .expect("startup must fail");
@@ -142,7 +142,7 @@ async fn a_child_that_never_gets_ready_times_out_by_name() {
     slow.probe = dead_port_probe();
     let mut options = fast();
     options.ready_timeout = Duration::from_millis(500);
-    let err = Supervisor::start(vec![slow], options)
+    let err = Supervisor::launch(vec![slow], options)
         .await
         .err()
         .expect("must time out");
@@ -176,7 +176,7 @@ async fn shutdown_drains_nodes_before_stopping_the_proxy_and_redis() {
         node,
         log_trap("proxy", 2, &log, "", &mark),
     ];
-    let mut sup = Supervisor::start(specs, fast()).await.unwrap();
+    let mut sup = Supervisor::launch(specs, fast()).await.unwrap();
     sup.shutdown().await;
     let order = std::fs::read_to_string(&log).unwrap();
     let order: Vec<&str> = order.lines().collect();
@@ -207,7 +207,7 @@ async fn the_kill_switch_cuts_a_long_drain_short() {
     stubborn.stop = StopPolicy::Drain {
         grace: Duration::from_secs(60),
     };
-    let mut sup = Supervisor::start(vec![stubborn], fast()).await.unwrap();
+    let mut sup = Supervisor::launch(vec![stubborn], fast()).await.unwrap();
     let kill = sup.kill_switch();
     tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(300)).await;
