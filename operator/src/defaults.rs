@@ -26,7 +26,11 @@ pub struct OperatorDefaults {
     )]
     pub redis_image: String,
     /// DNS domain of the cluster, for the SRV name HAProxy resolves.
-    #[arg(long, env = "CHATCLUSTER_CLUSTER_DOMAIN", default_value = "cluster.local")]
+    #[arg(
+        long,
+        env = "CHATCLUSTER_CLUSTER_DOMAIN",
+        default_value = "cluster.local"
+    )]
     pub cluster_domain: String,
 }
 

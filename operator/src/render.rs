@@ -31,7 +31,9 @@ pub fn parse_chatcluster(text: &str, namespace: &str) -> Result<ChatCluster, Ren
     }
     let mut cc: ChatCluster =
         serde_saphyr::from_str(text).map_err(|e| RenderError::Parse(e.to_string()))?;
-    cc.metadata.namespace.get_or_insert_with(|| namespace.to_owned());
+    cc.metadata
+        .namespace
+        .get_or_insert_with(|| namespace.to_owned());
     Ok(cc)
 }
 

@@ -119,7 +119,14 @@ impl Drop for RedisServer {
 
 /// Runs `haproxy -c -f <file>` and returns its output on failure.
 pub fn haproxy_check(cfg_path: &Path) -> Result<()> {
+    haproxy_check_with_env(cfg_path, &[])
+}
+
+/// `haproxy -c -f <file>` with extra environment variables, for configurations that read
+/// `"${VAR}"` (the operator's `dynamic-cookie-key "${CHATCLUSTER_COOKIE_KEY}"`).
+pub fn haproxy_check_with_env(cfg_path: &Path, env: &[(&str, &str)]) -> Result<()> {
     let out = Command::new("haproxy")
+        .envs(env.iter().copied())
         .arg("-c")
         .arg("-f")
         .arg(cfg_path)

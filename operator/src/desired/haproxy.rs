@@ -84,13 +84,21 @@ pub fn config_map(ctx: &Ctx) -> ConfigMap {
 
 /// Hex SHA-256 of the ConfigMap's `haproxy.cfg`.
 pub fn config_hash(config: &ConfigMap) -> String {
-    let text = config.data.as_ref().and_then(|d| d.get(CONFIG_KEY)).map_or("", String::as_str);
+    let text = config
+        .data
+        .as_ref()
+        .and_then(|d| d.get(CONFIG_KEY))
+        .map_or("", String::as_str);
     hex::encode(Sha256::digest(text.as_bytes()))
 }
 
 fn haproxy_container(ctx: &Ctx) -> Container {
     let spec = &ctx.cc.spec;
-    let image = spec.images.haproxy.as_deref().unwrap_or(&ctx.defaults.haproxy_image);
+    let image = spec
+        .images
+        .haproxy
+        .as_deref()
+        .unwrap_or(&ctx.defaults.haproxy_image);
     let port = |name: &str, port| ContainerPort {
         name: Some(name.to_owned()),
         container_port: port,
@@ -99,8 +107,16 @@ fn haproxy_container(ctx: &Ctx) -> Container {
     };
     Container {
         command: Some(vec!["haproxy".into()]),
-        args: Some(vec!["-W".into(), "-db".into(), "-f".into(), format!("{CONFIG_DIR}/{CONFIG_KEY}")]),
-        env: Some(vec![env_secret(COOKIE_KEY_ENV, &secret::cookie_key_ref(ctx))]),
+        args: Some(vec![
+            "-W".into(),
+            "-db".into(),
+            "-f".into(),
+            format!("{CONFIG_DIR}/{CONFIG_KEY}"),
+        ]),
+        env: Some(vec![env_secret(
+            COOKIE_KEY_ENV,
+            &secret::cookie_key_ref(ctx),
+        )]),
         ports: Some(vec![port("http", HTTP_PORT), port("stats", STATS_PORT)]),
         readiness_probe: Some(http_probe("/healthz", "stats", 2, 2)),
         liveness_probe: Some(http_probe("/healthz", "stats", 10, 3)),
@@ -112,9 +128,17 @@ fn haproxy_container(ctx: &Ctx) -> Container {
             }),
             ..Default::default()
         }),
-        resources: Some(resources(spec.resources.haproxy.as_ref(), "100m", "128Mi", "512Mi")),
+        resources: Some(resources(
+            spec.resources.haproxy.as_ref(),
+            "100m",
+            "128Mi",
+            "512Mi",
+        )),
         volume_mounts: Some(vec![
-            k8s_openapi::api::core::v1::VolumeMount { read_only: Some(true), ..mount("config", CONFIG_DIR) },
+            k8s_openapi::api::core::v1::VolumeMount {
+                read_only: Some(true),
+                ..mount("config", CONFIG_DIR)
+            },
             mount("run", RUN_DIR),
         ]),
         ..container("haproxy", image)

@@ -152,15 +152,24 @@ impl Ctx<'_> {
     pub fn selector_labels(&self, component: Component) -> BTreeMap<String, String> {
         BTreeMap::from([
             ("app.kubernetes.io/name".to_owned(), APP_NAME.to_owned()),
-            ("app.kubernetes.io/instance".to_owned(), self.name.to_owned()),
-            ("app.kubernetes.io/component".to_owned(), component.as_str().to_owned()),
+            (
+                "app.kubernetes.io/instance".to_owned(),
+                self.name.to_owned(),
+            ),
+            (
+                "app.kubernetes.io/component".to_owned(),
+                component.as_str().to_owned(),
+            ),
         ])
     }
 
     /// Selector labels plus `app.kubernetes.io/managed-by`.
     pub fn labels(&self, component: Component) -> BTreeMap<String, String> {
         let mut labels = self.selector_labels(component);
-        labels.insert("app.kubernetes.io/managed-by".to_owned(), FIELD_MANAGER.to_owned());
+        labels.insert(
+            "app.kubernetes.io/managed-by".to_owned(),
+            FIELD_MANAGER.to_owned(),
+        );
         labels
     }
 
@@ -198,7 +207,11 @@ pub fn desired_state(cc: &ChatCluster, defaults: &OperatorDefaults) -> Result<De
     let ctx = Ctx {
         cc,
         name: cc.metadata.name.as_deref().ok_or(SpecError::MissingName)?,
-        namespace: cc.metadata.namespace.as_deref().ok_or(SpecError::MissingNamespace)?,
+        namespace: cc
+            .metadata
+            .namespace
+            .as_deref()
+            .ok_or(SpecError::MissingNamespace)?,
         defaults,
     };
     let selector = ctx

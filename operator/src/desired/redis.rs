@@ -34,7 +34,10 @@ pub fn url(ctx: &Ctx) -> String {
 
 fn tcp_probe(period: i32) -> Probe {
     Probe {
-        tcp_socket: Some(TCPSocketAction { port: IntOrString::String("redis".into()), host: None }),
+        tcp_socket: Some(TCPSocketAction {
+            port: IntOrString::String("redis".into()),
+            host: None,
+        }),
         period_seconds: Some(period),
         failure_threshold: Some(3),
         ..Default::default()
@@ -44,7 +47,11 @@ fn tcp_probe(period: i32) -> Probe {
 /// The Redis StatefulSet.
 pub fn statefulset(ctx: &Ctx) -> StatefulSet {
     let spec = &ctx.cc.spec;
-    let image = spec.images.redis.as_deref().unwrap_or(&ctx.defaults.redis_image);
+    let image = spec
+        .images
+        .redis
+        .as_deref()
+        .unwrap_or(&ctx.defaults.redis_image);
     let persistent = spec.redis.storage.is_some();
     let args = [
         "redis-server",
@@ -71,23 +78,35 @@ pub fn statefulset(ctx: &Ctx) -> StatefulSet {
         }]),
         readiness_probe: Some(tcp_probe(5)),
         liveness_probe: Some(tcp_probe(10)),
-        resources: Some(resources(spec.resources.redis.as_ref(), "100m", "128Mi", "1Gi")),
+        resources: Some(resources(
+            spec.resources.redis.as_ref(),
+            "100m",
+            "128Mi",
+            "1Gi",
+        )),
         volume_mounts: Some(vec![mount("data", "/data")]),
         ..container("redis", image)
     };
-    let claim = spec.redis.storage.as_ref().map(|size| PersistentVolumeClaim {
-        metadata: ObjectMeta { name: Some("data".into()), ..Default::default() },
-        spec: Some(PersistentVolumeClaimSpec {
-            access_modes: Some(vec!["ReadWriteOnce".into()]),
-            storage_class_name: spec.redis.storage_class_name.clone(),
-            resources: Some(VolumeResourceRequirements {
-                requests: Some(BTreeMap::from([("storage".to_owned(), size.clone())])),
-                limits: None,
+    let claim = spec
+        .redis
+        .storage
+        .as_ref()
+        .map(|size| PersistentVolumeClaim {
+            metadata: ObjectMeta {
+                name: Some("data".into()),
+                ..Default::default()
+            },
+            spec: Some(PersistentVolumeClaimSpec {
+                access_modes: Some(vec!["ReadWriteOnce".into()]),
+                storage_class_name: spec.redis.storage_class_name.clone(),
+                resources: Some(VolumeResourceRequirements {
+                    requests: Some(BTreeMap::from([("storage".to_owned(), size.clone())])),
+                    limits: None,
+                }),
+                ..Default::default()
             }),
-            ..Default::default()
-        }),
-        status: None,
-    });
+            status: None,
+        });
     StatefulSet {
         metadata: ctx.meta(name(ctx), Component::Redis),
         spec: Some(StatefulSetSpec {

@@ -29,7 +29,10 @@ pub fn cookie_key_ref(ctx: &Ctx) -> SecretKeyRef {
         .haproxy
         .cookie_key_secret_ref
         .clone()
-        .unwrap_or_else(|| SecretKeyRef { name: name(ctx), key: COOKIE_KEY.to_owned() })
+        .unwrap_or_else(|| SecretKeyRef {
+            name: name(ctx),
+            key: COOKIE_KEY.to_owned(),
+        })
 }
 
 /// The Secret to create when absent, without data; `None` when the spec names its own Secret.
@@ -46,7 +49,10 @@ pub fn cookie_secret(ctx: &Ctx) -> Option<Secret> {
 
 /// The Secret with its key filled in.
 pub fn with_cookie_key(mut secret: Secret, key: &str) -> Secret {
-    secret.data = Some(BTreeMap::from([(COOKIE_KEY.to_owned(), ByteString(key.as_bytes().to_vec()))]));
+    secret.data = Some(BTreeMap::from([(
+        COOKIE_KEY.to_owned(),
+        ByteString(key.as_bytes().to_vec()),
+    )]));
     secret
 }
 

@@ -21,7 +21,12 @@ pub fn named_port(name: &str, port: i32) -> ServicePort {
 
 /// SRV record name HAProxy resolves.
 pub fn srv_name(ctx: &Ctx) -> String {
-    format!("_ws._tcp.{}.{}.svc.{}", name(ctx), ctx.namespace, ctx.defaults.cluster_domain)
+    format!(
+        "_ws._tcp.{}.{}.svc.{}",
+        name(ctx),
+        ctx.namespace,
+        ctx.defaults.cluster_domain
+    )
 }
 
 /// The headless Service of the chat nodes.

@@ -36,7 +36,11 @@ pub fn name(ctx: &Ctx) -> String {
 }
 
 fn env(name: &str, value: impl ToString) -> EnvVar {
-    EnvVar { name: name.to_owned(), value: Some(value.to_string()), value_from: None }
+    EnvVar {
+        name: name.to_owned(),
+        value: Some(value.to_string()),
+        value_from: None,
+    }
 }
 
 fn env_field(name: &str, path: &str) -> EnvVar {
@@ -44,7 +48,10 @@ fn env_field(name: &str, path: &str) -> EnvVar {
         name: name.to_owned(),
         value: None,
         value_from: Some(EnvVarSource {
-            field_ref: Some(ObjectFieldSelector { field_path: path.to_owned(), api_version: None }),
+            field_ref: Some(ObjectFieldSelector {
+                field_path: path.to_owned(),
+                api_version: None,
+            }),
             ..Default::default()
         }),
     }
@@ -77,7 +84,11 @@ fn port(name: &str, port: i32) -> ContainerPort {
 
 fn chat_node_container(ctx: &Ctx) -> Container {
     let s = &ctx.cc.spec;
-    let image = s.images.chat_node.as_deref().unwrap_or(&ctx.defaults.chat_node_image);
+    let image = s
+        .images
+        .chat_node
+        .as_deref()
+        .unwrap_or(&ctx.defaults.chat_node_image);
     let mut vars = vec![
         env("CHAT_LISTEN", format!("0.0.0.0:{WS_PORT}")),
         env("CHAT_ADMIN_LISTEN", format!("0.0.0.0:{ADMIN_PORT}")),
@@ -119,7 +130,12 @@ fn chat_node_container(ctx: &Ctx) -> Container {
             }),
             ..Default::default()
         }),
-        resources: Some(resources(s.resources.chat_node.as_ref(), "250m", "256Mi", "1Gi")),
+        resources: Some(resources(
+            s.resources.chat_node.as_ref(),
+            "250m",
+            "256Mi",
+            "1Gi",
+        )),
         volume_mounts: Some(vec![mount("tmp", "/tmp")]),
         ..container("chat-node", image)
     }
@@ -127,18 +143,36 @@ fn chat_node_container(ctx: &Ctx) -> Container {
 
 fn sidecar_container(ctx: &Ctx) -> Container {
     let s = &ctx.cc.spec;
-    let image = s.images.sidecar.as_deref().unwrap_or(&ctx.defaults.sidecar_image);
+    let image = s
+        .images
+        .sidecar
+        .as_deref()
+        .unwrap_or(&ctx.defaults.sidecar_image);
     Container {
         env: Some(vec![
-            env("SIDECAR_STATS_URL", format!("http://127.0.0.1:{ADMIN_PORT}/stats")),
+            env(
+                "SIDECAR_STATS_URL",
+                format!("http://127.0.0.1:{ADMIN_PORT}/stats"),
+            ),
             env("SIDECAR_AGENT_LISTEN", format!("0.0.0.0:{AGENT_PORT}")),
-            env("SIDECAR_HTTP_LISTEN", format!("0.0.0.0:{SIDECAR_HTTP_PORT}")),
+            env(
+                "SIDECAR_HTTP_LISTEN",
+                format!("0.0.0.0:{SIDECAR_HTTP_PORT}"),
+            ),
             env("SIDECAR_LOG_FORMAT", "json"),
         ]),
-        ports: Some(vec![port("agent", AGENT_PORT), port("sidecar-http", SIDECAR_HTTP_PORT)]),
+        ports: Some(vec![
+            port("agent", AGENT_PORT),
+            port("sidecar-http", SIDECAR_HTTP_PORT),
+        ]),
         readiness_probe: Some(http_probe("/healthz", "sidecar-http", 5, 3)),
         liveness_probe: Some(http_probe("/healthz", "sidecar-http", 10, 3)),
-        resources: Some(resources(s.resources.sidecar.as_ref(), "20m", "16Mi", "64Mi")),
+        resources: Some(resources(
+            s.resources.sidecar.as_ref(),
+            "20m",
+            "16Mi",
+            "64Mi",
+        )),
         ..container("sidecar", image)
     }
 }
