@@ -21,8 +21,8 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 
-/// The one field manager the operator applies with.
-pub const FIELD_MANAGER: &str = "chatcluster-operator";
+/// The one field manager the operator applies with (defined next to the desired state).
+pub use crate::desired::FIELD_MANAGER;
 
 /// Annotation holding the hash of what the operator last applied to an object.
 pub const HASH_ANNOTATION: &str = "chatcluster.io/applied-hash";

@@ -14,3 +14,12 @@ pub mod desired;
 pub mod haproxy_cfg;
 pub mod local;
 pub mod render;
+
+pub mod admin;
+pub mod apply;
+pub mod controller;
+pub mod error;
+pub mod leader;
+pub mod metrics;
+pub mod rbac;
+pub mod status;

@@ -19,6 +19,10 @@ enum Command {
     /// Run a ChatCluster on this machine: redis-server, chat-nodes with sidecars and HAProxy as
     /// local processes, until Ctrl-C.
     Local(chatcluster_operator::local::LocalArgs),
+    /// Run the controller against the cluster of the kubeconfig (or the in-cluster config).
+    Run(chatcluster_operator::controller::RunArgs),
+    /// Print the RBAC rules the operator needs, as a ClusterRole (for the Helm chart).
+    Rbac,
 }
 
 /// Flags of `render`.
@@ -76,12 +80,22 @@ fn local(args: chatcluster_operator::local::LocalArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn run(args: chatcluster_operator::controller::RunArgs) -> anyhow::Result<()> {
+    chatcluster_common::init_tracing(args.log_format);
+    let shutdown = chatcluster_common::shutdown_signal();
+    tokio::runtime::Runtime::new()?
+        .block_on(chatcluster_operator::controller::run(args, shutdown))?;
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Crd => print!("{}", chatcluster_operator::crd::crd_yaml()),
         Command::Render(args) => render(args)?,
         Command::Local(args) => local(args)?,
+        Command::Run(args) => run(args)?,
+        Command::Rbac => print!("{}", chatcluster_operator::rbac::cluster_role_yaml()),
     }
     Ok(())
 }

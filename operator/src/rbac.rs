@@ -28,7 +28,7 @@ pub const RULES: &[Rule] = &[
     Rule {
         api_group: "chatcluster.io",
         resources: &["chatclusters"],
-        verbs: &["get", "list", "watch"],
+        verbs: &["list", "watch"],
         why: "watch ChatClusters (the controller's primary resource)",
     },
     Rule {
@@ -107,7 +107,7 @@ pub type Permission = (String, String, String);
 
 /// The permissions an API request needs, from its method, path and query (`watch=true` makes a
 /// GET on a collection a `watch`). Server-side apply (`PATCH` with `fieldManager` and an apply
-/// content type) needs `create` too, in case the object does not exist yet.
+/// content type) of an object needs `create` too, in case the object does not exist yet.
 pub fn permission_for(method: &str, path: &str, query: &str, apply: bool) -> Vec<Permission> {
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     let (group, rest) = match segments.as_slice() {
@@ -119,10 +119,10 @@ pub fn permission_for(method: &str, path: &str, query: &str, apply: bool) -> Vec
         ["namespaces", _ns, tail @ ..] if !tail.is_empty() => tail,
         other => other,
     };
-    let (resource, named) = match rest {
-        [res] => (res.to_string(), false),
-        [res, _name] => (res.to_string(), true),
-        [res, _name, sub] => (format!("{res}/{sub}"), true),
+    let (resource, named, subresource) = match rest {
+        [res] => (res.to_string(), false, false),
+        [res, _name] => (res.to_string(), true, false),
+        [res, _name, sub] => (format!("{res}/{sub}"), true, true),
         _ => return Vec::new(),
     };
     let watch = query
@@ -134,7 +134,8 @@ pub fn permission_for(method: &str, path: &str, query: &str, apply: bool) -> Vec
         ("GET", false) => &["list"],
         ("POST", _) => &["create"],
         ("PUT", _) => &["update"],
-        ("PATCH", _) if apply => &["patch", "create"],
+        // Applying a subresource (status) never creates the object.
+        ("PATCH", _) if apply && !subresource => &["patch", "create"],
         ("PATCH", _) => &["patch"],
         ("DELETE", true) => &["delete"],
         ("DELETE", false) => &["deletecollection"],

@@ -27,6 +27,9 @@ pub struct Observed<'a> {
     pub haproxy_service: Option<&'a Service>,
     /// Label selector of the chat-node pods.
     pub selector: Option<String>,
+    /// The in-cluster endpoint from the desired state (`ws://<svc>.<ns>.svc:<port>/ws`), used
+    /// unless the Service has an external address.
+    pub cluster_endpoint: Option<String>,
 }
 
 /// How the reconcile ended, as far as status is concerned.
@@ -59,11 +62,10 @@ pub struct Notable {
     pub message: String,
 }
 
-/// The client endpoint of the HAProxy Service: the LoadBalancer's ingress when assigned, a
-/// node port (reachable on any node's address), else the in-cluster DNS name.
-pub fn endpoint(service: &Service) -> Option<String> {
-    let name = service.metadata.name.as_deref()?;
-    let namespace = service.metadata.namespace.as_deref()?;
+/// The external client endpoint of the HAProxy Service: the LoadBalancer's ingress when
+/// assigned, or the node port (reachable on any node's address). `None` means clients use the
+/// in-cluster DNS name.
+pub fn external_endpoint(service: &Service) -> Option<String> {
     let spec = service.spec.as_ref()?;
     let port = spec.ports.as_ref()?.first()?;
     let ingress = service
@@ -73,11 +75,13 @@ pub fn endpoint(service: &Service) -> Option<String> {
         .and_then(|lb| lb.ingress.as_ref())
         .and_then(|i| i.first())
         .and_then(|i| i.hostname.clone().or_else(|| i.ip.clone()));
-    Some(match (spec.type_.as_deref(), ingress, port.node_port) {
-        (Some("LoadBalancer"), Some(host), _) => format!("ws://{host}:{}/ws", port.port),
-        (Some("NodePort"), _, Some(node_port)) => format!("ws://<node-address>:{node_port}/ws"),
-        _ => format!("ws://{name}.{namespace}.svc:{}/ws", port.port),
-    })
+    match (spec.type_.as_deref(), ingress, port.node_port) {
+        (Some("LoadBalancer"), Some(host), _) => Some(format!("ws://{host}:{}/ws", port.port)),
+        (Some("NodePort"), _, Some(node_port)) => {
+            Some(format!("ws://<node-address>:{node_port}/ws"))
+        }
+        _ => None,
+    }
 }
 
 /// The next status (pure). `previous` supplies transition times and, for an invalid spec, the
@@ -194,7 +198,8 @@ pub fn next_status(
         },
         endpoint: observed
             .haproxy_service
-            .and_then(endpoint)
+            .and_then(external_endpoint)
+            .or_else(|| observed.cluster_endpoint.clone())
             .or_else(|| keep(|p| p.endpoint.clone())),
     }
 }

@@ -79,21 +79,23 @@ fn cond<'a>(s: &'a ChatClusterStatus, t: &str) -> &'a Condition {
 
 #[test]
 fn endpoint_prefers_load_balancer_then_node_port_then_cluster_dns() {
+    let lb = service("LoadBalancer", Some("203.0.113.7"));
+    assert_eq!(external_endpoint(&lb).unwrap(), "ws://203.0.113.7:80/ws");
+    assert_eq!(external_endpoint(&service("LoadBalancer", None)), None);
+    let node_port = external_endpoint(&service("NodePort", None));
+    assert_eq!(node_port.unwrap(), "ws://<node-address>:30080/ws");
+    assert_eq!(external_endpoint(&service("ClusterIP", None)), None);
+    let pending = service("LoadBalancer", None);
+    let cluster = Some("ws://chat-haproxy.team.svc:80/ws".to_string());
+    let observed = Observed {
+        haproxy_service: Some(&pending),
+        cluster_endpoint: cluster.clone(),
+        ..Observed::default()
+    };
+    let status = next_status(None, &observed, &Outcome::Applied, &time(1));
     assert_eq!(
-        endpoint(&service("LoadBalancer", Some("203.0.113.7"))).unwrap(),
-        "ws://203.0.113.7:80/ws"
-    );
-    assert_eq!(
-        endpoint(&service("LoadBalancer", None)).unwrap(),
-        "ws://chat-haproxy.team.svc:80/ws"
-    );
-    assert_eq!(
-        endpoint(&service("NodePort", None)).unwrap(),
-        "ws://<node-address>:30080/ws"
-    );
-    assert_eq!(
-        endpoint(&service("ClusterIP", None)).unwrap(),
-        "ws://chat-haproxy.team.svc:80/ws"
+        status.endpoint, cluster,
+        "no ingress yet: the in-cluster name"
     );
 }
 
@@ -108,6 +110,7 @@ fn all_ready_gives_ready_true_and_stable() {
         haproxy: Some(&d),
         haproxy_service: Some(&svc),
         selector: Some("app=chat".into()),
+        cluster_endpoint: Some("ws://chat-haproxy.team.svc:80/ws".into()),
     };
     let status = next_status(None, &observed, &Outcome::Applied, &time(100));
     assert_eq!(cond(&status, "Ready").status, "True");
