@@ -43,8 +43,11 @@ impl StatsClient {
         }
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
+        // A fresh connection per poll (a few per second on loopback): a pooled keep-alive
+        // connection that the node closes while idle can race with the next request and fail
+        // it, which would flap the reply to `down #unreachable` for one poll.
         let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(0)
             .build(connector);
         Ok(Self { client, uri })
     }
