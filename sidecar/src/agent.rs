@@ -9,6 +9,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use crate::state::Shared;
 
@@ -26,14 +27,15 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, stop: Cancellatio
         match accepted {
             Ok((stream, peer)) => {
                 let shared = Arc::clone(&shared);
-                tracker.spawn(async move {
+                let check = async move {
                     let result = tokio::time::timeout(CONNECTION_BUDGET, answer(stream, &shared));
                     match result.await {
                         Ok(Ok(())) => {}
-                        Ok(Err(err)) => tracing::debug!(%peer, %err, "agent connection failed"),
-                        Err(_) => tracing::debug!(%peer, "agent connection timed out"),
+                        Ok(Err(err)) => tracing::debug!(%err, "agent connection failed"),
+                        Err(_) => tracing::debug!("agent connection timed out"),
                     }
-                });
+                };
+                tracker.spawn(check.instrument(tracing::debug_span!("agent_check", %peer)));
             }
             Err(err) => {
                 // Out of file descriptors and the like: back off instead of spinning.

@@ -14,6 +14,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use crate::state::Shared;
 
@@ -35,7 +36,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, stop: Cancellatio
         };
         let shared = Arc::clone(&shared);
         let stop = stop.clone();
-        tracker.spawn(async move {
+        let connection = async move {
             let service = service_fn(move |req| {
                 let shared = Arc::clone(&shared);
                 async move { Ok::<_, Infallible>(route(&req, &shared)) }
@@ -50,9 +51,10 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, stop: Cancellatio
                 }
             };
             if let Err(err) = result {
-                tracing::debug!(%peer, %err, "http connection failed");
+                tracing::debug!(%err, "http connection failed");
             }
-        });
+        };
+        tracker.spawn(connection.instrument(tracing::debug_span!("http_connection", %peer)));
     }
     tracker.close();
     tracker.wait().await;

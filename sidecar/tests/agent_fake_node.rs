@@ -212,3 +212,23 @@ async fn an_invalid_stats_url_fails_at_start_with_a_hint() {
         .unwrap_err();
     assert!(err.to_string().contains("http://"), "{err}");
 }
+
+#[tokio::test]
+async fn agent_answers_when_haproxy_sends_an_agent_send_string_and_in_parallel() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let node = FakeNode::start(Behavior::Serve(stats(1, 2))).await;
+    let sidecar = Sidecar::start(fast_config(&node.url())).await;
+    sidecar.wait_for_line("up ready 50%", WITHIN).await;
+
+    // `agent-send "hello\n"`: HAProxy writes first, then reads the reply.
+    let mut stream = tokio::net::TcpStream::connect(sidecar.agent).await.unwrap();
+    stream.write_all(b"hello\n").await.unwrap();
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).await.unwrap();
+    assert_eq!(reply, "up ready 50%\n");
+
+    // Fifty HAProxy processes asking at once all get the same answer.
+    let checks = (0..50).map(|_| support::agent_line(sidecar.agent));
+    let lines = futures_util::future::join_all(checks).await;
+    assert!(lines.iter().all(|l| l == "up ready 50%"), "{lines:?}");
+}
