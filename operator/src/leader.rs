@@ -34,6 +34,15 @@ pub struct LeaseConfig {
     pub retry_interval: Duration,
 }
 
+impl LeaseConfig {
+    /// How long the leader keeps trying to renew before it steps down: the Lease duration less
+    /// a third of it (at least one renew interval).
+    pub fn renew_deadline(&self) -> Duration {
+        let margin = self.renew_interval.max(self.lease_duration / 3);
+        self.lease_duration.saturating_sub(margin)
+    }
+}
+
 /// What this replica saw of the Lease record, and when it first saw it that way.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Observation {
@@ -244,10 +253,10 @@ impl LeaderElector {
                 }
                 Err(err) => {
                     tracing::warn!(%err, "cannot renew the leader Lease");
-                    // Step down before the Lease can expire for others, so two leaders never overlap.
-                    if last_renewed.elapsed() + self.config.renew_interval
-                        >= self.config.lease_duration
-                    {
+                    // Step down well before the Lease can expire for others (as client-go's renew
+                    // deadline), leaving time for in-flight reconciles to finish, so two leaders
+                    // never overlap.
+                    if last_renewed.elapsed() >= self.config.renew_deadline() {
                         tracing::warn!("renewal deadline passed: stepping down");
                         return;
                     }

@@ -11,7 +11,7 @@ mod run;
 mod stores;
 
 pub use plan::{Plan, plan};
-pub use run::{RunArgs, check_crd, run, run_controller, run_with_leader_election};
+pub use run::{RunArgs, check_crd, run, run_controller, run_with_leader_election, serve};
 pub use stores::{MANAGED_BY_SELECTOR, OwnedStores};
 
 use std::collections::HashMap;

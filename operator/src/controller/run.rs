@@ -180,7 +180,7 @@ pub async fn run_with_leader_election(
     }
 }
 
-/// `chatcluster-operator run`: check the CRD, serve admin endpoints, reconcile until `shutdown`.
+/// `chatcluster-operator run`: connect, bind the admin port and [`serve`] until `shutdown`.
 pub async fn run(args: RunArgs, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
     let client = Client::try_default().await.map_err(|e| {
         Error::kube(
@@ -188,50 +188,66 @@ pub async fn run(args: RunArgs, shutdown: impl Future<Output = ()> + Send + 'sta
             e,
         )
     })?;
-    let metrics = Metrics::new();
-    let admin_state = AdminState::new(metrics.clone());
-    let token = CancellationToken::new();
     let listener = tokio::net::TcpListener::bind(args.admin_listen)
         .await
         .map_err(Error::Admin)?;
     tracing::info!(addr = %args.admin_listen, "admin server listening");
+    serve(args, client, listener, shutdown).await
+}
+
+/// Serves the admin endpoints on `admin_listener`, checks the CRD (then `/readyz` turns 200:
+/// a standby replica is ready too, so rolling updates of the operator never stall), and runs the
+/// controller, under leader election if enabled, until `shutdown` resolves. Everything it
+/// started has stopped when it returns.
+pub async fn serve(
+    args: RunArgs,
+    client: Client,
+    admin_listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let metrics = Metrics::new();
+    let admin_state = AdminState::new(metrics.clone());
+    let token = CancellationToken::new();
     let admin = tokio::spawn(admin::serve(
-        listener,
+        admin_listener,
         admin_state.clone(),
         token.clone().cancelled_owned(),
     ));
-    {
+    let signal = {
         let token = token.clone();
         tokio::spawn(async move {
             shutdown.await;
             token.cancel();
-        });
-    }
-    tokio::select! {
-        checked = check_crd(&client) => checked?,
-        () = token.cancelled() => return Ok(()),
-    }
-    admin_state.set_ready(true);
-    let settings = Settings {
-        defaults: args.defaults.clone(),
-        resync: Duration::from_secs(args.resync_seconds.max(1)),
-        instance: Some(args.identity()),
-        ..Settings::default()
+        })
     };
-    if args.leader_election {
-        let config = args.lease_config();
-        tracing::info!(lease = %config.name, namespace = %config.namespace, identity = %config.identity, "leader election on");
-        let elector = LeaderElector::new(client.clone(), config);
-        run_with_leader_election(client, settings, metrics, elector, token.clone()).await;
-    } else {
-        metrics.leader.set(1);
-        run_controller(client, settings, metrics, token.clone().cancelled_owned()).await;
+    let outcome = tokio::select! {
+        checked = check_crd(&client) => checked,
+        () = token.cancelled() => Ok(()),
+    };
+    if outcome.is_ok() && !token.is_cancelled() {
+        admin_state.set_ready(true);
+        let settings = Settings {
+            defaults: args.defaults.clone(),
+            resync: Duration::from_secs(args.resync_seconds.max(1)),
+            instance: Some(args.identity()),
+            ..Settings::default()
+        };
+        if args.leader_election {
+            let config = args.lease_config();
+            tracing::info!(lease = %config.name, namespace = %config.namespace, identity = %config.identity, "leader election on");
+            let elector = LeaderElector::new(client.clone(), config);
+            run_with_leader_election(client, settings, metrics, elector, token.clone()).await;
+        } else {
+            metrics.leader.set(1);
+            run_controller(client, settings, metrics, token.clone().cancelled_owned()).await;
+        }
     }
     token.cancel();
+    signal.abort();
     match admin.await {
         Ok(result) => result.map_err(Error::Admin)?,
         Err(err) => tracing::error!(%err, "admin server task failed"),
     }
     tracing::info!("operator stopped");
-    Ok(())
+    outcome
 }

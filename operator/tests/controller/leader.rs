@@ -219,3 +219,42 @@ async fn the_leader_steps_down_when_another_replica_takes_the_lease() {
         "never release someone else's Lease"
     );
 }
+
+#[tokio::test]
+async fn the_leader_steps_down_when_it_cannot_renew_in_time() {
+    let (client, fake) = FakeApi::start();
+    fake.set_list(CC_LIST, vec![cc_json(&ChatCluster::test())]);
+    let metrics = Metrics::new();
+    let shutdown = CancellationToken::new();
+    let elector = LeaderElector::new(client.clone(), config("me"));
+    let task = tokio::spawn(run_with_leader_election(
+        client,
+        settings(),
+        metrics.clone(),
+        elector,
+        shutdown.clone(),
+    ));
+    fake.wait_for("the leader's first status write", WAIT, |log| {
+        log.iter().any(|r| r.path == STATUS)
+    })
+    .await;
+    // The API server stops answering Lease requests (for example a partition).
+    fake.fail("GET", LEASE, 500, 1_000);
+    let failing_since = tokio::time::Instant::now();
+    let deadline = failing_since + WAIT;
+    while !metrics.encode().contains("chatcluster_operator_leader 0") {
+        assert!(tokio::time::Instant::now() < deadline, "did not step down");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Before the 1 s Lease could expire for the others.
+    assert!(
+        failing_since.elapsed() < config("me").lease_duration,
+        "stepped down after {:?}",
+        failing_since.elapsed()
+    );
+    shutdown.cancel();
+    tokio::time::timeout(WAIT, task)
+        .await
+        .expect("stops on shutdown")
+        .unwrap();
+}

@@ -178,3 +178,4 @@ fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
 mod leader;
 mod rbac;
 mod scenarios;
+mod serve;

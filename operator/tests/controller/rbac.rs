@@ -18,6 +18,7 @@ async fn every_request_is_allowed_and_every_rule_is_used() {
     log.extend(scenarios::observed_generation().await);
     log.extend(scenarios::existing_secret().await);
     log.extend(scenarios::crd_check().await);
+    log.extend(scenarios::becomes_ready().await);
     log.extend(leader::acquire_and_renew().await);
     log.extend(leader::standby_then_takeover().await);
 

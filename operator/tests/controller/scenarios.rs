@@ -457,3 +457,60 @@ pub async fn crd_check() -> Vec<Recorded> {
 async fn the_crd_check_explains_how_to_install_a_missing_crd() {
     crd_check().await;
 }
+
+pub async fn becomes_ready() -> Vec<Recorded> {
+    use chatcluster_operator::crd::ServiceType;
+    let cc = ChatCluster::test().with_spec(|s| s.haproxy.service.type_ = ServiceType::LoadBalancer);
+    let planned = objects(&cc);
+    let sts_path = chat_node_path(&planned);
+    let (replicas, haproxy_replicas, port) = (
+        cc.spec.replicas,
+        cc.spec.haproxy.replicas,
+        cc.spec.haproxy.service.port,
+    );
+    // Everything applied earlier and now running: the pods are ready, the load balancer has an address.
+    let owned: Vec<Value> = planned
+        .iter()
+        .map(|o| {
+            let mut v = live(o);
+            if path_of(o) == sts_path {
+                v["status"] = json!({"replicas": replicas, "readyReplicas": replicas, "updatedReplicas": replicas, "observedGeneration": 1});
+            } else if o.resource.kind == "Deployment" {
+                v["status"] = json!({"availableReplicas": haproxy_replicas, "updatedReplicas": haproxy_replicas, "observedGeneration": 1});
+            } else if o.resource.kind == "Service" && o.name.ends_with("haproxy") {
+                v["status"] = json!({"loadBalancer": {"ingress": [{"ip": "203.0.113.9"}]}});
+            }
+            v
+        })
+        .collect();
+    let run = start(&cc, &owned, |_| {});
+    let writes = run.wait_status_writes(1).await;
+    assert_eq!(
+        lines(&writes),
+        vec![format!("PATCH {STATUS}"), format!("POST {EVENTS}")],
+        "nothing to apply"
+    );
+    let status = &writes[0].body.as_ref().unwrap()["status"];
+    assert_eq!(condition(status, "Ready")["status"], "True", "{status}");
+    assert_eq!(condition(status, "Progressing")["status"], "False");
+    assert_eq!(
+        (
+            status["replicas"].as_i64(),
+            status["readyReplicas"].as_i64()
+        ),
+        (Some(replicas.into()), Some(replicas.into()))
+    );
+    assert_eq!(status["ready"], format!("{replicas}/{replicas}"));
+    assert_eq!(status["endpoint"], format!("ws://203.0.113.9:{port}/ws"));
+    let event = writes[1].body.as_ref().unwrap();
+    assert_eq!(
+        (event["type"].as_str(), event["reason"].as_str()),
+        (Some("Normal"), Some("Ready"))
+    );
+    run.stop().await
+}
+
+#[tokio::test]
+async fn a_running_cluster_becomes_ready_with_an_event_and_its_load_balancer_endpoint() {
+    becomes_ready().await;
+}
