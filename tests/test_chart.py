@@ -259,6 +259,30 @@ def test_existing_service_account_needs_a_name(chart):
         render(chart, {"serviceAccount": {"create": False}})
 
 
+
+@pytest.mark.parametrize("value_set", sorted(VALUE_SETS))
+def test_operator_accepts_the_rendered_args(chart, value_set, tmp_path):
+    """The chart's args are flags `chatcluster-operator` really has: run it with them and no
+    cluster; it must get past flag parsing (clap exits 2 on an unknown flag or a bad value) and
+    fail only when it tries to reach the API server."""
+    docs = render(chart, VALUE_SETS[value_set])
+    # Same flags, but the admin server binds loopback only (tests never bind 0.0.0.0).
+    run_args = [
+        "--admin-listen=127.0.0.1:0" if a.startswith("--admin-listen=") else a for a in args(docs)
+    ]
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(tmp_path),
+        "KUBECONFIG": str(tmp_path / "no-kubeconfig"),
+        "POD_NAME": "operator-0",
+        "POD_NAMESPACE": NAMESPACE,
+    }
+    assert OPERATOR_BIN.is_file(), f"{OPERATOR_BIN} missing: run `cargo build -p chatcluster-operator`"
+    out = subprocess.run([OPERATOR_BIN, *run_args], capture_output=True, text=True, timeout=30, env=env)
+    assert out.returncode not in (0, 2), out.stderr
+    assert "unexpected argument" not in out.stderr and "invalid value" not in out.stderr, out.stderr
+
+
 # --- values.schema.json ---------------------------------------------------------------------
 
 BAD_VALUES = {
