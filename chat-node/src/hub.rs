@@ -58,6 +58,8 @@ pub struct JoinEnd {
 pub struct Conn {
     /// The connection's id.
     pub id: ConnId,
+    /// The connection's user.
+    pub user: Arc<str>,
     tx: mpsc::Sender<Outbound>,
     close_code: AtomicU16,
     closed: Notify,
@@ -65,11 +67,12 @@ pub struct Conn {
 
 impl Conn {
     /// Creates a connection handle and the receiving end of its queue.
-    pub fn new(id: ConnId, queue: usize) -> (Arc<Conn>, mpsc::Receiver<Outbound>) {
+    pub fn new(id: ConnId, user: Arc<str>, queue: usize) -> (Arc<Conn>, mpsc::Receiver<Outbound>) {
         let (tx, rx) = mpsc::channel(queue.max(1));
         (
             Arc::new(Conn {
                 id,
+                user,
                 tx,
                 close_code: AtomicU16::new(0),
                 closed: Notify::new(),
@@ -245,14 +248,15 @@ impl Hub {
         state.members.len()
     }
 
-    /// Delivers a member event to local members of a room.
-    pub fn deliver_room_event(&self, room: &str, frame: Utf8Bytes) -> usize {
+    /// Delivers a member event about `user` to the other users' local connections in a room
+    /// (a user's own connections already learn it from `joined`/`left`).
+    pub fn deliver_room_event(&self, room: &str, user: &str, frame: Utf8Bytes) -> usize {
         let mut rooms = self.rooms.lock().unwrap();
         let Some(state) = rooms.get_mut(room) else {
             return 0;
         };
         let name = &state.name;
-        for conn in state.members.values() {
+        for conn in state.members.values().filter(|c| &*c.user != user) {
             conn.push(Outbound::RoomEvent {
                 room: name.clone(),
                 frame: frame.clone(),

@@ -146,12 +146,16 @@ impl Node {
                 Some(RoomEvent::Message { kind, offset, body }) => {
                     self.deliver_stored(room, Stored { offset, kind, body })
                 }
-                Some(RoomEvent::Joined(user)) => self
-                    .hub
-                    .deliver_room_event(room, protocol::member_event(true, room, &user).into()),
-                Some(RoomEvent::Left(user)) => self
-                    .hub
-                    .deliver_room_event(room, protocol::member_event(false, room, &user).into()),
+                Some(RoomEvent::Joined(user)) => self.hub.deliver_room_event(
+                    room,
+                    &user,
+                    protocol::member_event(true, room, &user).into(),
+                ),
+                Some(RoomEvent::Left(user)) => self.hub.deliver_room_event(
+                    room,
+                    &user,
+                    protocol::member_event(false, room, &user).into(),
+                ),
                 None => {
                     tracing::warn!(channel, "malformed room payload dropped");
                     0

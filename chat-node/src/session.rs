@@ -47,8 +47,8 @@ where
     let id = node.next_conn_id();
     let span = tracing::info_span!("conn", id, user = %identity.user);
     async move {
-        let (conn, rx) = Conn::new(id, node.config.outbound_queue);
         let user: Arc<str> = identity.user.into();
+        let (conn, rx) = Conn::new(id, user.clone(), node.config.outbound_queue);
         let (sink, mut stream) = ws.split();
         let start = Instant::now();
         let last_seen = Arc::new(AtomicU64::new(0));
@@ -185,7 +185,9 @@ impl Session {
                     ));
                 };
                 self.rooms.retain(|r| *r != name);
-                self.leave(&name);
+                self.node.hub.leave_room(&name, self.conn.id);
+                // Wait for the presence change so member_left (if any) precedes our `left`.
+                let _ = self.presence(&name, -1).await;
                 self.conn.push(Outbound::Left {
                     room: name,
                     frame: protocol::left(&room).into(),
