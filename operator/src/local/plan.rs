@@ -287,23 +287,22 @@ fn redis_child(
     let dir = ctx.run_dir.join("redis").display().to_string();
     let port_text = port.to_string();
     let args = [
-        "--bind",
-        "127.0.0.1",
-        "--port",
-        &port_text,
-        "--save",
-        "",
-        "--appendonly",
-        appendonly,
-        "--protected-mode",
-        "yes",
-        "--dir",
-        &dir,
+        ("--bind", "127.0.0.1"),
+        ("--port", &port_text),
+        ("--save", ""),
+        ("--appendonly", appendonly),
+        ("--protected-mode", "yes"),
+        ("--dir", &dir),
+        // Keep argv and the environment as they are: a retitled process can lose the run marker.
+        ("--set-proc-title", "no"),
     ];
     ChildSpec {
         name: "redis".into(),
         program: ctx.redis_server_bin.clone(),
-        args: args.iter().map(|s| (*s).to_owned()).collect(),
+        args: args
+            .iter()
+            .flat_map(|(k, v)| [(*k).to_owned(), (*v).to_owned()])
+            .collect(),
         env: env.to_vec(),
         probe: Probe::RedisPing(loopback(port)),
         stop: StopPolicy::Terminate,

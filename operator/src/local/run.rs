@@ -59,6 +59,18 @@ pub struct LocalArgs {
     /// restart; removed on exit.
     #[arg(long, env = "CHATCLUSTER_LOCAL_STATE_FILE")]
     pub state_file: Option<PathBuf>,
+    /// Milliseconds before a child that died is started again; doubles with each quick repeat,
+    /// up to 30 s, like a pod's crash-loop backoff.
+    #[arg(
+        long,
+        env = "CHATCLUSTER_LOCAL_RESTART_DELAY_MS",
+        default_value_t = 500
+    )]
+    pub restart_delay_ms: u64,
+    /// Value of CHATCLUSTER_LOCAL_RUN on every child, to find them with `/proc/<pid>/environ`
+    /// (default: `<pid>-<random>`).
+    #[arg(long, env = "CHATCLUSTER_LOCAL_RUN_ID", default_value = "")]
+    pub run_id: String,
     /// Seconds each start stage (Redis, nodes, HAProxy) may take to become ready.
     #[arg(
         long,
@@ -73,7 +85,8 @@ pub async fn run(args: LocalArgs) -> Result<(), Error> {
     let cc = load(&args.file)?;
     // Listen before anything starts: a signal during startup must still stop what started.
     let mut signals = Signals::new()?;
-    let run_id = format!("{}-{:08x}", std::process::id(), rand::random::<u32>());
+    let run_id = non_empty(&args.run_id)
+        .unwrap_or_else(|| format!("{}-{:08x}", std::process::id(), rand::random::<u32>()));
     let temporary = args.run_dir.is_none();
     let run_dir = args
         .run_dir
@@ -96,10 +109,12 @@ pub async fn run(args: LocalArgs) -> Result<(), Error> {
     };
     let plan = plan(&cc, &ports, &ctx)?;
     write_files(&plan)?;
-    let options = SupervisorOptions {
+    let mut options = SupervisorOptions {
         ready_timeout: Duration::from_secs(args.ready_timeout_seconds),
         ..SupervisorOptions::default()
     };
+    options.backoff.initial = Duration::from_millis(args.restart_delay_ms);
+    options.backoff.max = options.backoff.max.max(options.backoff.initial);
     let mut supervisor = Supervisor::new(options);
     tracing::info!(run_id, run_dir = %run_dir.display(), nodes = replicas, "starting local mode");
     let started = tokio::select! {
