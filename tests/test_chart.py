@@ -299,6 +299,7 @@ BAD_VALUES = {
     "malformed digest": {"image": {"digest": "latest"}},
     "scrape interval without unit": {"serviceMonitor": {"interval": "30"}},
     "empty default image repository": {"defaultImages": {"redis": {"repository": ""}}},
+    "empty HAProxy tag (appVersion is not an HAProxy version)": {"defaultImages": {"haproxy": {"tag": ""}}},
 }
 
 
