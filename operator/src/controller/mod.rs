@@ -7,6 +7,7 @@
 //! [`run`] holds the process wiring (flags, CRD check, admin server, leader election).
 
 mod plan;
+mod report;
 mod run;
 mod stores;
 
@@ -20,11 +21,9 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::api::DynamicObject;
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Client, Resource, ResourceExt};
 use tracing::Instrument;
@@ -34,7 +33,8 @@ use crate::crd::ChatCluster;
 use crate::defaults::OperatorDefaults;
 use crate::error::{Error, Result};
 use crate::metrics::{KindLabels, Metrics};
-use crate::status::{self, Observed, Outcome};
+use crate::status::{Observed, Outcome};
+use report::{fail, write_status};
 
 /// Tunables of the controller (flags in `run`, short values in tests).
 #[derive(Debug, Clone)]
@@ -78,6 +78,7 @@ pub struct Context {
     pub metrics: Metrics,
     recorder: Recorder,
     failures: Mutex<HashMap<ObjectRef<ChatCluster>, u32>>,
+    written: report::Written,
 }
 
 impl Context {
@@ -95,6 +96,7 @@ impl Context {
             metrics,
             recorder,
             failures: Mutex::default(),
+            written: report::Written::default(),
         }
     }
 }
@@ -269,90 +271,6 @@ fn typed<K: serde::de::DeserializeOwned>(obj: DynamicObject) -> Option<K> {
     serde_json::to_value(obj)
         .ok()
         .and_then(|v| serde_json::from_value(v).ok())
-}
-
-/// Records an apply failure as `Degraded` (best effort: the API may be down) and returns the error.
-async fn fail(
-    cc: &ChatCluster,
-    ctx: &Context,
-    namespace: &str,
-    name: &str,
-    plan: &Plan,
-    error: Error,
-) -> Error {
-    let observed = Observed {
-        generation: cc.metadata.generation.unwrap_or(0),
-        desired_replicas: plan.replicas,
-        desired_haproxy_replicas: plan.haproxy_replicas,
-        selector: Some(plan.selector.clone()),
-        cluster_endpoint: Some(plan.endpoint.clone()),
-        ..Observed::default()
-    };
-    let outcome = Outcome::ApplyFailed {
-        message: error.to_string(),
-    };
-    if let Err(status_error) = write_status(cc, ctx, namespace, name, &observed, &outcome).await {
-        tracing::warn!(error = %status_error, "cannot record the failure in status");
-    }
-    error
-}
-
-/// Writes the next status if it differs from the current one, and publishes Events for
-/// notable transitions.
-async fn write_status(
-    cc: &ChatCluster,
-    ctx: &Context,
-    namespace: &str,
-    name: &str,
-    observed: &Observed<'_>,
-    outcome: &Outcome,
-) -> Result<()> {
-    let previous = cc.status.as_ref();
-    let mut next = status::next_status(previous, observed, outcome, &Time(Timestamp::now()));
-    if matches!(outcome, Outcome::ApplyFailed { .. }) {
-        // Without fresh observations keep the figures we had instead of reporting zeros.
-        if let Some(p) = previous {
-            next.replicas = p.replicas;
-            next.ready_replicas = p.ready_replicas;
-            next.ready = p.ready.clone();
-            next.endpoint = p.endpoint.clone();
-        }
-    }
-    if previous == Some(&next) {
-        return Ok(());
-    }
-    let api: Api<ChatCluster> = Api::namespaced(ctx.client.clone(), namespace);
-    let body = serde_json::json!({
-        "apiVersion": ChatCluster::api_version(&()),
-        "kind": ChatCluster::kind(&()),
-        "status": next,
-    });
-    api.patch_status(
-        name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&body),
-    )
-    .await
-    .map_err(|e| Error::kube(format!("write status of ChatCluster {namespace}/{name}"), e))?;
-    let reference = cc.object_ref(&());
-    for notable in status::transitions(previous, &next) {
-        let event = Event {
-            type_: if notable.warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
-            reason: notable.reason.clone(),
-            note: Some(notable.message.chars().take(1000).collect()),
-            action: "Reconcile".into(),
-            secondary: None,
-        };
-        // Events are informational: a failure to publish one must not fail the reconcile.
-        if let Err(err) = ctx.recorder.publish(&event, &reference).await {
-            tracing::warn!(%err, reason = notable.reason, "cannot publish event");
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -313,6 +313,19 @@ pub async fn api_error(code: u16, label: &str) -> Vec<Recorded> {
             .any(|w| w.line() == format!("GET {}", path_of(secret))),
         "the retry finds the Secret"
     );
+    // The retry knows what it wrote although the ChatCluster cache has not seen it yet: it
+    // clears Degraded and says so once.
+    let tail: Vec<String> = lines(&writes[writes.len() - 2..]);
+    assert_eq!(
+        tail,
+        vec![format!("PATCH {STATUS}"), format!("POST {EVENTS}")]
+    );
+    let recovered = &writes[writes.len() - 2].body.as_ref().unwrap()["status"];
+    assert_eq!(condition(recovered, "Degraded")["status"], "False");
+    assert_eq!(
+        writes.last().unwrap().body.as_ref().unwrap()["reason"],
+        "Recovered"
+    );
     assert!(
         run.metrics
             .encode()
