@@ -6,6 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/install-deps.sh --python
+# chromium, node and playwright-core for the demo-page browser test (operator/tests/e2e).
+scripts/install-browser-deps.sh
 
 echo "== cargo fmt --check" >&2
 cargo fmt --all -- --check
