@@ -3,6 +3,7 @@
 //! and the RBAC rules derived from that traffic. Every wait has a timeout, so a missing request
 //! fails with the request log instead of hanging.
 
+mod failures;
 mod fake_api;
 
 use std::time::Duration;

@@ -13,11 +13,11 @@ async fn every_request_is_allowed_and_every_rule_is_used() {
     let mut log = Vec::new();
     log.extend(scenarios::first_reconcile().await);
     log.extend(scenarios::replica_change().await);
-    log.extend(scenarios::invalid_spec().await);
-    log.extend(scenarios::api_error(500, "kube_server_error").await);
+    log.extend(failures::invalid_spec().await);
+    log.extend(failures::api_error(500, "kube_server_error").await);
     log.extend(scenarios::observed_generation().await);
     log.extend(scenarios::existing_secret().await);
-    log.extend(scenarios::crd_check().await);
+    log.extend(failures::crd_check().await);
     log.extend(scenarios::becomes_ready().await);
     log.extend(leader::acquire_and_renew().await);
     log.extend(leader::standby_then_takeover().await);
