@@ -1,0 +1,142 @@
+//! Node lifecycle: the drain (readiness, refusals, 1001 closes spread over the grace period) and
+//! a Redis outage in the middle of traffic (unavailable errors, readiness, recovery by itself).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use common::*;
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_flips_readiness_refuses_upgrades_and_spreads_1001_closes() -> Result<()> {
+    let redis = RedisServer::start()?;
+    let mut cfg = config(&redis, "node-a");
+    cfg.drain_grace_seconds = 2.0;
+    let node = TestNode::start(cfg).await?;
+    assert_eq!(node.get("/readyz").await?.0, 200);
+    let mut clients = Vec::new();
+    for n in 0..4 {
+        let mut c = connect(&node.url(&format!("name=u{n}"))).await?;
+        c.join("lobby", None).await?;
+        clients.push(c);
+    }
+    let start = Instant::now();
+    assert_eq!(http(node.admin, "POST", "/drain").await?.0, 202);
+    assert_eq!(node.get("/readyz").await?.0, 503);
+    assert_eq!(node.stats().await?["draining"], true);
+    assert_eq!(refused_status(&node.url("name=late")).await?, 503);
+    let mut waits = Vec::new();
+    for mut c in clients {
+        waits.push(tokio::spawn(async move {
+            let code = c.closed_with().await?;
+            anyhow::Ok((code, start.elapsed()))
+        }));
+    }
+    let mut closes = Vec::new();
+    for w in waits {
+        closes.push(w.await??);
+    }
+    closes.sort_by_key(|(_, at)| *at);
+    assert!(
+        closes.iter().all(|(code, _)| *code == Some(1001)),
+        "{closes:?}"
+    );
+    let (first, last) = (closes[0].1, closes[3].1);
+    assert!(
+        first < Duration::from_millis(500),
+        "first close right away: {closes:?}"
+    );
+    assert!(
+        last >= Duration::from_millis(1500),
+        "last close near the end of the grace: {closes:?}"
+    );
+    assert!(
+        closes[1].1 >= Duration::from_millis(400) && closes[2].1 >= Duration::from_millis(1000),
+        "spread out: {closes:?}"
+    );
+    // `run` returns once the connections are gone (well before grace + margin).
+    tokio::time::timeout(Duration::from_secs(3), node.handle).await???;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_future_drains_an_idle_node_at_once() -> Result<()> {
+    let redis = RedisServer::start()?;
+    let node = TestNode::start(config(&redis, "node-a")).await?;
+    let start = Instant::now();
+    node.stop().await?;
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "no connections: nothing to wait for"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_outage_gives_unavailable_then_traffic_recovers_without_restart() -> Result<()> {
+    let mut redis = RedisServer::start()?;
+    let a = TestNode::start(config(&redis, "node-a")).await?;
+    let b = TestNode::start(config(&redis, "node-b")).await?;
+    let mut alice = connect(&a.url("name=alice")).await?;
+    alice.join("lobby", None).await?;
+    let mut bob = connect(&b.url("name=bob")).await?;
+    bob.join("lobby", None).await?;
+    alice.say("lobby", "before", "x").await?;
+    assert_eq!(bob.recv_type("message").await?["id"], "before");
+
+    redis.stop();
+    a.wait_ready(false).await?;
+    b.wait_ready(false).await?;
+    assert_eq!(a.stats().await?["redis_connected"], false);
+    assert_eq!(a.get("/healthz").await?.0, 200, "the node itself stays up");
+    alice
+        .send(json!({"type": "send", "room": "lobby", "id": "during", "text": "x"}))
+        .await?;
+    let e = alice.recv_type("error").await?;
+    assert_eq!(
+        (&e["code"], &e["id"], &e["room"]),
+        (&json!("unavailable"), &json!("during"), &json!("lobby"))
+    );
+    alice
+        .send(json!({"type": "direct", "to": "bob", "id": "dm", "text": "x"}))
+        .await?;
+    assert_eq!(alice.recv_type("error").await?["code"], "unavailable");
+    alice.send(json!({"type": "join", "room": "other"})).await?;
+    let e = alice.recv_type("error").await?;
+    assert_eq!(
+        (&e["code"], &e["room"]),
+        (&json!("unavailable"), &json!("other"))
+    );
+    alice.send(json!({"type": "ping"})).await?;
+    assert_eq!(
+        alice.recv_type("pong").await?,
+        json!({"type": "pong"}),
+        "connections stay open"
+    );
+
+    redis.start_again()?;
+    a.wait_ready(true).await?;
+    b.wait_ready(true).await?;
+    // Both nodes re-subscribed by themselves: room traffic flows again in both directions.
+    alice.say("lobby", "after-a", "x").await?;
+    assert_eq!(bob.recv_type("message").await?["id"], "after-a");
+    bob.say("lobby", "after-b", "x").await?;
+    loop {
+        let v = alice.recv_type("message").await?;
+        if v["id"] == "after-b" {
+            break;
+        }
+    }
+    // Presence was rebuilt from the nodes' own state (Redis lost everything).
+    alice
+        .send(json!({"type": "presence", "room": "lobby"}))
+        .await?;
+    assert_eq!(
+        alice.recv_type("presence").await?["members"],
+        json!(["alice", "bob"])
+    );
+    a.stop().await?;
+    b.stop().await
+}
