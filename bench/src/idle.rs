@@ -45,7 +45,8 @@ pub struct IdleArgs {
     /// Each connection joins room `idle-<i % N>` after its welcome; 0 = no room (pure idle).
     #[arg(long, env = "BENCH_JOIN_ROOMS", default_value_t = 0)]
     pub join_rooms: usize,
-    /// Measurements to make (a fresh node each time unless attached); the median is reported.
+    /// Measurements to make, each on a fresh node (attached: on the same node, where only the
+    /// first run is meaningful because later ones reuse freed memory); the median is reported.
     #[arg(long, env = "BENCH_RUNS", default_value_t = 1)]
     pub runs: usize,
     /// Seconds to wait before each RSS reading, so allocations settle.
@@ -145,6 +146,13 @@ pub async fn run_idle(args: &IdleArgs) -> Result<Vec<RunReport>> {
     let mut reports = Vec::with_capacity(args.runs);
     if let Some(pid) = args.attach_pid {
         let node = Node::attach(args.attach_url.clone(), args.attach_stats_url.clone(), pid);
+        if args.runs > 1 {
+            // The allocator keeps freed memory and hands it to the next connections, so only a
+            // node's first run shows the real cost; later runs measure reuse (close to 0).
+            tracing::warn!(
+                "attached runs after the first reuse freed memory; compare first runs only"
+            );
+        }
         for run in 1..=args.runs {
             reports.push(bounded_run(args, &node, &exe, run).await?);
         }
