@@ -247,6 +247,22 @@ fn object_path(collection: &str, item: &Value) -> String {
     format!("/{}/namespaces/{ns}/{}/{name}", prefix.join("/"), res[0])
 }
 
+/// Percent-decoding of the few characters label selectors use.
+fn decode(s: &str) -> String {
+    s.replace("%2F", "/")
+        .replace("%3D", "=")
+        .replace("%2C", ",")
+        .replace("%21", "!")
+}
+
+/// `k=v,k2=v2` equality selectors, as the API server applies them to lists.
+fn matches_selector(item: &Value, selector: &str) -> bool {
+    selector.split(',').all(|term| {
+        let (k, v) = term.split_once('=').expect("equality selectors only");
+        item["metadata"]["labels"][k] == v
+    })
+}
+
 fn json_response(code: u16, value: &Value) -> Response<RespBody> {
     Response::builder()
         .status(StatusCode::from_u16(code).unwrap())
@@ -309,7 +325,19 @@ fn answer(st: &mut State, req: &Recorded) -> Response<RespBody> {
     match req.method.as_str() {
         "GET" if req.query.contains_key("watch") => watch_response(),
         "GET" if is_collection(path) => {
-            let items = st.lists.get(path).cloned().unwrap_or_default();
+            let selector = req.query.get("labelSelector").map(|s| decode(s));
+            let items: Vec<Value> = st
+                .lists
+                .get(path)
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|item| {
+                    selector
+                        .as_deref()
+                        .is_none_or(|sel| matches_selector(item, sel))
+                })
+                .collect();
             json_response(
                 200,
                 &json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": "50"}, "items": items}),
