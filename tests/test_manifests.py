@@ -4,9 +4,10 @@
   Kubernetes schemas in strict mode (kubernetes-validate) for 1.33 and 1.37;
 - the CRD passes as apiextensions.k8s.io/v1 and is exactly crds/chatcluster.yaml;
 - every ChatCluster (examples and variants) passes the generated CRD's openAPIV3Schema
-  (jsonschema, with unknown fields rejected like `kubectl apply --validate=strict`); CEL rules
-  cannot be evaluated here, so the specs they forbid are checked through `render`, which
-  applies the same rules and must refuse them;
+  (jsonschema, with unknown fields rejected like `kubectl apply --validate=strict`), and, after
+  the schema's defaults are applied as the API server does, every CEL rule of the CRD
+  (cel-python); specs a CEL rule forbids fail that rule with its message, and `render` (which
+  mirrors the rules in Rust) refuses them too;
 - every rendered haproxy.cfg passes `haproxy -c`.
 
 Needs `cargo build -p chatcluster-operator` first (or CHATCLUSTER_OPERATOR_BIN).
@@ -19,6 +20,7 @@ import os
 import subprocess
 from pathlib import Path
 
+import celpy
 import jsonschema
 import kubernetes_validate
 import pytest
@@ -160,6 +162,63 @@ def validate_chatcluster(crd: dict, doc: dict) -> None:
     assert len(doc["metadata"]["name"]) <= 40
 
 
+def apply_defaults(schema: dict, value):
+    """Structural defaulting: fill missing properties from `default`, top-down."""
+    if isinstance(value, dict) and "properties" in schema:
+        for prop, sub in schema["properties"].items():
+            if prop not in value and "default" in sub:
+                value[prop] = copy.deepcopy(sub["default"])
+            if prop in value:
+                apply_defaults(sub, value[prop])
+    elif isinstance(value, list) and "items" in schema:
+        for item in value:
+            apply_defaults(schema["items"], item)
+    return value
+
+
+def cel_rules(schema: dict, value, path: str = "") -> list[tuple[str, dict, object]]:
+    """(path, rule, the value the rule sees as `self`) for every rule whose value is present."""
+    found = [(path or "<root>", r, value) for r in schema.get("x-kubernetes-validations", [])]
+    if isinstance(value, dict):
+        for prop, sub in schema.get("properties", {}).items():
+            if prop in value:
+                found += cel_rules(sub, value[prop], f"{path}.{prop}")
+    return found
+
+
+def failed_cel_rules(crd: dict, doc: dict) -> list[str]:
+    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    obj = apply_defaults(schema, copy.deepcopy(doc))
+    env = celpy.Environment()
+    failed = []
+    for path, rule, value in cel_rules(schema, obj):
+        program = env.program(env.compile(rule["rule"]))
+        result = program.evaluate({"self": celpy.json_to_cel(value)})
+        if not (isinstance(result, celpy.celtypes.BoolType) and bool(result)):
+            failed.append(f"{path}: {rule.get('message', rule['rule'])}")
+    return failed
+
+
+def test_every_cel_rule_compiles(crd):
+    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    rules = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            rules.extend(r["rule"] for r in node.get("x-kubernetes-validations", []))
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(schema)
+    assert len(rules) >= 6
+    env = celpy.Environment()
+    for rule in rules:
+        env.compile(rule)  # raises CELParseError on a typo the API server would reject
+
+
 def cases() -> list[tuple[str, Path | dict]]:
     return [(p.name, p) for p in EXAMPLES] + [(n, chatcluster(n, s)) for n, s in VARIANTS.items()]
 
@@ -176,6 +235,7 @@ def test_there_is_a_minimal_example():
 def test_rendered_objects_pass_strict_kubernetes_schemas(tmp_path, crd, name, case):
     doc = load_case(case)
     validate_chatcluster(crd, doc)
+    assert failed_cel_rules(crd, doc) == []
     objects = render(case if isinstance(case, Path) else write(tmp_path, doc))
     kinds = sorted(o["kind"] for o in objects)
     assert kinds.count("StatefulSet") >= 1 and "Deployment" in kinds and "ConfigMap" in kinds
@@ -227,8 +287,13 @@ def test_render_refuses_what_the_cel_rules_refuse(tmp_path, crd, name):
     spec, needle = CEL_REFUSED[name]
     doc = chatcluster(name, spec)
     validate_chatcluster(crd, doc)  # the schema alone lets it through ...
+    failed = failed_cel_rules(crd, doc)  # ... exactly one CEL rule does not ...
+    assert len(failed) == 1 and needle in failed[0], failed
     out = run("render", "-f", str(write(tmp_path, doc)), check=False)
-    assert out.returncode != 0  # ... the CEL rules (mirrored by render) do not
+    assert out.returncode != 0  # ... and render, which mirrors the rules, refuses it as well
     assert needle in out.stderr, out.stderr
-    rules = str(crd)
-    assert "x-kubernetes-validations" in rules
+
+
+def test_cel_rule_refuses_a_long_name(crd):
+    assert failed_cel_rules(crd, chatcluster("x" * 41, {})) != []
+    assert failed_cel_rules(crd, chatcluster("x" * 40, {})) == []
