@@ -74,7 +74,9 @@ impl std::str::FromStr for LogFormat {
         match s {
             "text" => Ok(Self::Text),
             "json" => Ok(Self::Json),
-            other => Err(format!("unknown log format {other:?}; use `text` or `json`")),
+            other => Err(format!(
+                "unknown log format {other:?}; use `text` or `json`"
+            )),
         }
     }
 }
@@ -83,7 +85,9 @@ impl std::str::FromStr for LogFormat {
 pub fn init_tracing(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -98,8 +102,12 @@ mod tests {
     fn stats_round_trip_and_default_redis_flag() {
         let json = r#"{"node":"n0","connections":3,"capacity":10,"draining":false}"#;
         let stats: NodeStats = serde_json::from_str(json).unwrap();
-        assert!(stats.redis_connected, "old nodes without the field count as connected");
-        let back: NodeStats = serde_json::from_str(&serde_json::to_string(&stats).unwrap()).unwrap();
+        assert!(
+            stats.redis_connected,
+            "old nodes without the field count as connected"
+        );
+        let back: NodeStats =
+            serde_json::from_str(&serde_json::to_string(&stats).unwrap()).unwrap();
         assert_eq!(stats, back);
     }
 
