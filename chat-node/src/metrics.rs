@@ -35,6 +35,8 @@ pub struct Metrics {
     pub redis_connected: Gauge,
     /// Redis (re)connections of the subscriber.
     pub redis_reconnects: Counter,
+    /// Room messages recovered from streams after a subscriber reconnect.
+    pub gap_filled: Counter,
     /// Rooms this node is subscribed to.
     pub rooms: Gauge,
     /// 1 while draining.
@@ -90,6 +92,11 @@ impl Metrics {
             "chat_redis_reconnects",
             "Redis subscriber (re)connections",
             m.redis_reconnects.clone(),
+        );
+        r.register(
+            "chat_gap_filled_messages",
+            "Room messages recovered from history after a subscriber reconnect",
+            m.gap_filled.clone(),
         );
         r.register(
             "chat_rooms",

@@ -205,6 +205,9 @@ async fn connect(
         if !history.messages.is_empty() {
             tracing::info!(room = %room, filled = history.messages.len(), "filled room gap after reconnect");
         }
+        node.metrics
+            .gap_filled
+            .inc_by(history.messages.len() as u64);
         for msg in history.messages {
             node.deliver_stored(&room, msg);
         }

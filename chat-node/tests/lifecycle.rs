@@ -140,3 +140,56 @@ async fn redis_outage_gives_unavailable_then_traffic_recovers_without_restart() 
     a.stop().await?;
     b.stop().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_subscriber_connection_is_restored_and_its_gap_filled_from_the_stream() -> Result<()>
+{
+    let redis = RedisServer::start()?;
+    let a = TestNode::start(config(&redis, "node-a")).await?;
+    let b = TestNode::start(config(&redis, "node-b")).await?;
+    let mut reader = connect(&a.url("name=reader")).await?;
+    reader.join("lobby", None).await?;
+    let mut writer = connect(&b.url("name=writer")).await?;
+    writer.join("lobby", None).await?;
+    writer.say("lobby", "m0", "x").await?;
+    assert_eq!(reader.recv_type("message").await?["id"], "m0");
+    // Redis drops every pub/sub connection (as on a network blip) while the writer keeps sending
+    // through its command connection; messages published before the nodes re-subscribe are only
+    // in the stream.
+    let client = redis::Client::open(redis.url())?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query_async(&mut conn)
+        .await?;
+    assert!(
+        killed >= 2,
+        "both nodes' subscribers were connected ({killed})"
+    );
+    for n in 1..50 {
+        writer.say("lobby", &format!("m{n}"), "x").await?;
+    }
+    let mut ids = Vec::new();
+    while ids.len() < 49 {
+        ids.push(
+            reader.recv_type("message").await?["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    let expected: Vec<String> = (1..50).map(|n| format!("m{n}")).collect();
+    assert_eq!(
+        ids, expected,
+        "every message once, in order, across the reconnect"
+    );
+    let (_, metrics) = a.get("/metrics").await?;
+    assert!(
+        metrics.contains("chat_redis_reconnects_total 2"),
+        "{metrics}"
+    );
+    a.stop().await?;
+    b.stop().await
+}
