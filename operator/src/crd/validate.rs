@@ -211,3 +211,34 @@ pub fn validate(cc: &ChatCluster) -> Result<(), SpecError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_in_the_shared_haproxy_and_cel_syntax() {
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("30s"), Some(Duration::from_secs(30)));
+        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
+        for bad in [
+            "",
+            "s",
+            "30",
+            "1d",
+            "1.5s",
+            "-1s",
+            "30 s",
+            "1234567890s",
+            "1hs",
+        ] {
+            assert_eq!(parse_duration(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_default_spec_is_valid() {
+        assert_eq!(validate(&ChatCluster::test()), Ok(()));
+    }
+}
