@@ -18,26 +18,44 @@ use crate::subscriber::{SubCommand, Target};
 /// Identifies one connection on this node.
 pub type ConnId = u64;
 
-/// What the reader side (and the fan-out) hands to a connection's writer.
+/// What the reader side (and the fan-out) hands to a connection's writer. Kept small (32
+/// bytes of payload) because tokio allocates the first 32 queue slots of every connection up
+/// front; room traffic is one shared allocation per message for all recipients.
 #[derive(Debug)]
 pub enum Outbound {
-    /// A frame written as is (replies, direct messages).
-    Frame(Message),
+    /// A text frame written as is (replies, direct messages).
+    Text(Utf8Bytes),
     /// A live room message; held back while the room's join is in progress.
-    Room {
-        room: Arc<str>,
-        offset: Offset,
-        frame: Message,
-    },
+    Room(Arc<RoomFrame>),
     /// A room event (member joined/left); held back while the room's join is in progress.
-    RoomEvent { room: Arc<str>, frame: Utf8Bytes },
-    /// A join of `room` started: hold its live traffic until `JoinEnd`.
+    RoomEvent(Arc<RoomEventFrame>),
+    /// A join of the room started: hold its live traffic until `JoinEnd`.
     JoinStart(Arc<str>),
     /// A join finished: write `frame` (joined or error), the replay, then the held traffic newer
     /// than the replay.
     JoinEnd(Box<JoinEnd>),
-    /// The connection left `room`: write `frame` and forget the room.
-    Left { room: Arc<str>, frame: Utf8Bytes },
+    /// The connection left the room: write `left` and forget the room.
+    Left(Arc<str>),
+}
+
+/// A room message as queued to every local member.
+#[derive(Debug)]
+pub struct RoomFrame {
+    /// The room.
+    pub room: Arc<str>,
+    /// The message's offset.
+    pub offset: Offset,
+    /// The finished frame (text or binary).
+    pub frame: Message,
+}
+
+/// A member event as queued to every local member.
+#[derive(Debug)]
+pub struct RoomEventFrame {
+    /// The room.
+    pub room: Arc<str>,
+    /// The finished `member_joined`/`member_left` frame.
+    pub frame: Utf8Bytes,
 }
 
 /// The end of a join (see [`Outbound::JoinEnd`]).
@@ -131,6 +149,9 @@ struct Room {
     members: HashMap<ConnId, Arc<Conn>>,
     /// Newest offset delivered to this room's members (dedup after resubscribe/gap fill).
     last: Option<Offset>,
+    /// The stream's end when the node subscribed: where a gap fill starts while nothing was
+    /// delivered yet. Never used for dedup (the subscriber may still have older messages queued).
+    subscribed_at: Option<Offset>,
 }
 
 /// The local connections of one user.
@@ -200,6 +221,7 @@ impl Hub {
                 name: room.clone(),
                 members: HashMap::new(),
                 last: None,
+                subscribed_at: None,
             })
             .members
             .insert(conn.id, conn.clone());
@@ -232,18 +254,17 @@ impl Hub {
         let Some(state) = rooms.get_mut(room) else {
             return 0;
         };
-        let name = &state.name;
         if state.last.is_some_and(|last| offset <= last) {
             return 0;
         }
         state.last = Some(offset);
-        let frame = build();
+        let shared = Arc::new(RoomFrame {
+            room: state.name.clone(),
+            offset,
+            frame: build(),
+        });
         for conn in state.members.values() {
-            conn.push(Outbound::Room {
-                room: name.clone(),
-                offset,
-                frame: frame.clone(),
-            });
+            conn.push(Outbound::Room(shared.clone()));
         }
         state.members.len()
     }
@@ -255,43 +276,43 @@ impl Hub {
         let Some(state) = rooms.get_mut(room) else {
             return 0;
         };
-        let name = &state.name;
+        let shared = Arc::new(RoomEventFrame {
+            room: state.name.clone(),
+            frame,
+        });
         for conn in state.members.values().filter(|c| &*c.user != user) {
-            conn.push(Outbound::RoomEvent {
-                room: name.clone(),
-                frame: frame.clone(),
-            });
+            conn.push(Outbound::RoomEvent(shared.clone()));
         }
         state.members.len()
     }
 
-    /// Delivers a finished frame to every local connection of `user`.
-    pub fn deliver_user(&self, user: &str, frame: Message) -> usize {
+    /// Delivers a finished text frame to every local connection of `user`.
+    pub fn deliver_user(&self, user: &str, frame: Utf8Bytes) -> usize {
         let users = self.users.lock().unwrap();
         let Some(conns) = users.get(user) else {
             return 0;
         };
         for conn in conns.values() {
-            conn.push(Outbound::Frame(frame.clone()));
+            conn.push(Outbound::Text(frame.clone()));
         }
         conns.len()
     }
 
-    /// Raises a room's delivered offset to at least `offset` (the stream's end when the node
-    /// subscribed), so a later gap fill starts there.
-    pub fn note_offset(&self, room: &str, offset: Offset) {
+    /// Records where a room's stream ended when the node subscribed to it.
+    pub fn note_subscribed_at(&self, room: &str, offset: Offset) {
         if let Some(state) = self.rooms.lock().unwrap().get_mut(room) {
-            state.last = Some(state.last.map_or(offset, |last| last.max(offset)));
+            state.subscribed_at.get_or_insert(offset);
         }
     }
 
-    /// Rooms with local members and their last delivered offset.
+    /// Rooms with local members and the offset a gap fill starts after: the last delivered one,
+    /// or the stream's end at subscription when nothing was delivered yet.
     pub fn rooms(&self) -> Vec<(Arc<str>, Option<Offset>)> {
         self.rooms
             .lock()
             .unwrap()
             .iter()
-            .map(|(name, s)| (name.clone(), s.last))
+            .map(|(name, s)| (name.clone(), s.last.or(s.subscribed_at)))
             .collect()
     }
 

@@ -162,7 +162,7 @@ impl Node {
                 }
             },
             Some(Channel::User(user)) => match Utf8Bytes::try_from(payload) {
-                Ok(text) => self.hub.deliver_user(user, Message::Text(text)),
+                Ok(text) => self.hub.deliver_user(user, text),
                 Err(_) => 0,
             },
             None => 0,

@@ -62,6 +62,15 @@ pub async fn run(
                     if *count == 0 {
                         counts.remove(&key);
                     }
+                    if !node.redis_connected() {
+                        // Do not queue a Redis timeout per change during an outage; the resync
+                        // after the reconnect writes the whole share at once.
+                        dirty = true;
+                        if let Some(reply) = reply {
+                            let _ = reply.send(Err(()));
+                        }
+                        continue;
+                    }
                     let result = node.store.presence_adjust(&name, &room, &user, delta).await.map_err(|err| {
                         tracing::warn!(%err, room = %room, "presence update failed; will resync");
                         dirty = true;

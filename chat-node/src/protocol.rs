@@ -281,7 +281,15 @@ pub fn joined(room: &str, members: &[String], replay: usize, truncated: bool) ->
 
 /// `{"type":"left","room":...}`
 pub fn left(room: &str) -> String {
-    to_json(&serde_json::json!({"type": "left", "room": room}))
+    #[derive(Serialize)]
+    struct F<'a> {
+        r#type: &'static str,
+        room: &'a str,
+    }
+    to_json(&F {
+        r#type: "left",
+        room,
+    })
 }
 
 /// `{"type":"ack",...}`; `room`/`offset` only for room messages.
@@ -306,17 +314,37 @@ pub fn ack(id: Option<&str>, room: Option<&str>, offset: Option<Offset>) -> Stri
 
 /// `{"type":"presence","room":...,"members":[...]}`
 pub fn presence(room: &str, members: &[String]) -> String {
-    to_json(&serde_json::json!({"type": "presence", "room": room, "members": members}))
+    #[derive(Serialize)]
+    struct F<'a> {
+        r#type: &'static str,
+        room: &'a str,
+        members: &'a [String],
+    }
+    to_json(&F {
+        r#type: "presence",
+        room,
+        members,
+    })
 }
 
 /// `{"type":"member_joined"|"member_left","room":...,"user":...}`
 pub fn member_event(joined: bool, room: &str, user: &str) -> String {
+    #[derive(Serialize)]
+    struct F<'a> {
+        r#type: &'static str,
+        room: &'a str,
+        user: &'a str,
+    }
     let kind = if joined {
         "member_joined"
     } else {
         "member_left"
     };
-    to_json(&serde_json::json!({"type": kind, "room": room, "user": user}))
+    to_json(&F {
+        r#type: kind,
+        room,
+        user,
+    })
 }
 
 /// `{"type":"pong"}`

@@ -66,9 +66,13 @@ where
         );
         let subscribed = node.hub.add_conn(&user, &conn);
         let _ = tokio::time::timeout(SUBSCRIBE_TIMEOUT, subscribed).await;
-        conn.push(Outbound::Frame(Message::Text(
+        conn.push(Outbound::Text(
             protocol::welcome(&user, &node.config.node_name, identity.anonymous).into(),
-        )));
+        ));
+        if node.is_draining() {
+            // Upgraded just as the drain started: the drain's snapshot may have missed it.
+            conn.close(1001);
+        }
         tracing::debug!("connected");
         let mut session = Session {
             bucket: TokenBucket::new(node.config.rate_burst, start),
@@ -125,7 +129,7 @@ where
 
 impl Session {
     fn send_text(&self, text: impl Into<Utf8Bytes>) {
-        self.conn.push(Outbound::Frame(Message::Text(text.into())));
+        self.conn.push(Outbound::Text(text.into()));
     }
 
     fn send_error(&self, err: &FrameError) {
@@ -164,7 +168,9 @@ impl Session {
         }
         match parsed {
             Err(err) => self.send_error(&err),
-            Ok(frame) => self.handle(frame).await,
+            // Boxed: the (large) join/publish state is only allocated while a frame is handled,
+            // not carried inside every idle connection's task.
+            Ok(frame) => Box::pin(self.handle(frame)).await,
         }
     }
 
@@ -188,10 +194,7 @@ impl Session {
                 self.node.hub.leave_room(&name, self.conn.id);
                 // Wait for the presence change so member_left (if any) precedes our `left`.
                 let _ = self.presence(&name, -1).await;
-                self.conn.push(Outbound::Left {
-                    room: name,
-                    frame: protocol::left(&room).into(),
-                });
+                self.conn.push(Outbound::Left(name));
             }
             ClientFrame::Send { room, id, text } => {
                 let body = protocol::text_body(&self.user, id.as_deref(), &text, now_ms());

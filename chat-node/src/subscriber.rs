@@ -125,7 +125,7 @@ async fn handle(
                         if let Target::Room(room) = &target {
                             // Where the room's stream ends now: a later gap fill starts there.
                             if let Ok(Some(last)) = node.store.last_offset(room).await {
-                                node.hub.note_offset(room, last);
+                                node.hub.note_subscribed_at(room, last);
                             }
                         }
                         true

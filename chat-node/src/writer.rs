@@ -10,12 +10,13 @@ use std::time::{Duration, Instant};
 use futures_util::stream::SplitSink;
 use futures_util::{Sink, SinkExt};
 use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
-use crate::hub::{Conn, Outbound};
+use crate::hub::{Conn, Outbound, RoomEventFrame, RoomFrame};
 use crate::offset::Offset;
+use crate::protocol;
 
 /// Longest time one batch of writes may take before the client counts as stuck.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -25,8 +26,8 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 const BATCH: usize = 64;
 
 enum Held {
-    Msg(Offset, Message),
-    Event(Utf8Bytes),
+    Msg(Arc<RoomFrame>),
+    Event(Arc<RoomEventFrame>),
 }
 
 enum Gate {
@@ -58,29 +59,24 @@ impl Gates {
     /// overflowed `limit` (the client is too slow to take its replay).
     pub fn process(&mut self, item: Outbound, limit: usize, out: &mut Vec<Message>) -> bool {
         match item {
-            Outbound::Frame(frame) => out.push(frame),
-            Outbound::Room {
-                room,
-                offset,
-                frame,
-            } => match self.get(&room) {
+            Outbound::Text(frame) => out.push(Message::Text(frame)),
+            Outbound::Room(msg) => match self.get(&msg.room) {
                 Some(Gate::Pending(held)) => {
-                    held.push(Held::Msg(offset, frame));
+                    held.push(Held::Msg(msg));
                     return held.len() <= limit;
                 }
-                Some(Gate::Live(floor)) if floor.is_none_or(|f| offset > f) => {
-                    *floor = Some(offset);
-                    out.push(frame);
+                Some(Gate::Live(floor)) if floor.is_none_or(|f| msg.offset > f) => {
+                    *floor = Some(msg.offset);
+                    out.push(msg.frame.clone());
                 }
-                Some(Gate::Live(_)) => {}
-                None => {}
+                Some(Gate::Live(_)) | None => {}
             },
-            Outbound::RoomEvent { room, frame } => match self.get(&room) {
+            Outbound::RoomEvent(event) => match self.get(&event.room) {
                 Some(Gate::Pending(held)) => {
-                    held.push(Held::Event(frame));
+                    held.push(Held::Event(event));
                     return held.len() <= limit;
                 }
-                Some(Gate::Live(_)) => out.push(Message::Text(frame)),
+                Some(Gate::Live(_)) => out.push(Message::Text(event.frame.clone())),
                 None => {}
             },
             Outbound::JoinStart(room) => {
@@ -104,21 +100,21 @@ impl Gates {
                 }
                 for item in held {
                     match item {
-                        Held::Msg(offset, frame) if floor.is_none_or(|f| offset > f) => {
-                            floor = Some(offset);
-                            out.push(frame);
+                        Held::Msg(msg) if floor.is_none_or(|f| msg.offset > f) => {
+                            floor = Some(msg.offset);
+                            out.push(msg.frame.clone());
                         }
-                        Held::Msg(..) => {}
-                        Held::Event(frame) => out.push(Message::Text(frame)),
+                        Held::Msg(_) => {}
+                        Held::Event(event) => out.push(Message::Text(event.frame.clone())),
                     }
                 }
                 if let Some(gate) = self.get(&end.room) {
                     *gate = Gate::Live(floor);
                 }
             }
-            Outbound::Left { room, frame } => {
+            Outbound::Left(room) => {
                 self.remove(&room);
-                out.push(Message::Text(frame));
+                out.push(Message::Text(protocol::left(&room).into()));
             }
         }
         true
@@ -231,4 +227,92 @@ where
     };
     out.clear();
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::JoinEnd;
+
+    fn room_msg(room: &Arc<str>, ms: u64) -> Outbound {
+        let frame = Message::Text(format!("m{ms}").into());
+        Outbound::Room(Arc::new(RoomFrame {
+            room: room.clone(),
+            offset: Offset { ms, seq: 0 },
+            frame,
+        }))
+    }
+
+    fn texts(out: &mut Vec<Message>) -> Vec<String> {
+        out.drain(..)
+            .map(|m| m.into_text().unwrap().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn a_join_holds_live_traffic_then_writes_replay_and_only_newer_held_messages() {
+        let room: Arc<str> = "lobby".into();
+        let mut gates = Gates::default();
+        let mut out = Vec::new();
+        assert!(
+            gates.process(room_msg(&room, 1), 10, &mut out),
+            "not joined: dropped"
+        );
+        assert!(out.is_empty());
+        gates.process(Outbound::JoinStart(room.clone()), 10, &mut out);
+        for ms in [3, 4, 5] {
+            gates.process(room_msg(&room, ms), 10, &mut out);
+        }
+        let event = Arc::new(RoomEventFrame {
+            room: room.clone(),
+            frame: "ev".into(),
+        });
+        gates.process(Outbound::RoomEvent(event), 10, &mut out);
+        assert!(out.is_empty(), "held while joining");
+        let replay = (2..=4)
+            .map(|ms| {
+                (
+                    Offset { ms, seq: 0 },
+                    Message::Text(format!("r{ms}").into()),
+                )
+            })
+            .collect();
+        let end = JoinEnd {
+            room: room.clone(),
+            frame: "joined".into(),
+            ok: true,
+            replay,
+        };
+        gates.process(Outbound::JoinEnd(Box::new(end)), 10, &mut out);
+        assert_eq!(texts(&mut out), ["joined", "r2", "r3", "r4", "m5", "ev"]);
+        gates.process(room_msg(&room, 5), 10, &mut out);
+        gates.process(room_msg(&room, 6), 10, &mut out);
+        assert_eq!(texts(&mut out), ["m6"], "no duplicate after the join");
+        gates.process(Outbound::Left(room.clone()), 10, &mut out);
+        gates.process(room_msg(&room, 7), 10, &mut out);
+        assert_eq!(texts(&mut out), [r#"{"type":"left","room":"lobby"}"#]);
+    }
+
+    #[test]
+    fn a_failed_join_drops_held_traffic_and_too_much_held_traffic_overflows() {
+        let room: Arc<str> = "r".into();
+        let mut gates = Gates::default();
+        let mut out = Vec::new();
+        gates.process(Outbound::JoinStart(room.clone()), 2, &mut out);
+        assert!(gates.process(room_msg(&room, 1), 2, &mut out));
+        assert!(gates.process(room_msg(&room, 2), 2, &mut out));
+        assert!(
+            !gates.process(room_msg(&room, 3), 2, &mut out),
+            "third held frame overflows"
+        );
+        let end = JoinEnd {
+            room: room.clone(),
+            frame: "error".into(),
+            ok: false,
+            replay: Vec::new(),
+        };
+        gates.process(Outbound::JoinEnd(Box::new(end)), 2, &mut out);
+        gates.process(room_msg(&room, 4), 2, &mut out);
+        assert_eq!(texts(&mut out), ["error"]);
+    }
 }

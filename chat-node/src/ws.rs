@@ -21,12 +21,15 @@ use crate::node::Node;
 /// The demo chat page.
 const DEMO_HTML: &str = include_str!("demo.html");
 
-/// tungstenite buffers sized for many mostly idle connections: a 4 KiB read buffer (allocated
-/// up front for every connection) and a 4 KiB write buffer target; message and frame size capped
-/// at `--max-message-bytes` (larger closes with 1009).
+/// tungstenite buffers sized for many mostly idle connections. The read buffer is allocated
+/// (and zero-filled) up front for every connection, so it is small: 1 KiB holds any typical chat
+/// frame, and larger frames still work (tungstenite reserves a frame's full length once its
+/// header is read; they just take more read calls). The write buffer only coalesces the frames of
+/// one batch before the writer's flush. Message and frame size are capped at
+/// `--max-message-bytes` (larger closes with 1009). See docs/benchmarks.md for the figures.
 pub fn ws_config(max_message_bytes: usize) -> WebSocketConfig {
     WebSocketConfig::default()
-        .read_buffer_size(4096)
+        .read_buffer_size(1024)
         .write_buffer_size(4096)
         .max_message_size(Some(max_message_bytes))
         .max_frame_size(Some(max_message_bytes))
