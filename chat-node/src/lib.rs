@@ -7,13 +7,15 @@
 //! upgrade decisions) and `admin` (health, metrics, stats, drain), `session` + `writer` (one
 //! connection's two halves), `hub` (local rooms/users/connections and fan-out), `subscriber`
 //! (the Redis pub/sub connection, reconnect and gap fill), `store` (Redis commands and scripts),
-//! `presence`, and the pure parts: `protocol`, `keys`, `offset`, `auth`, `ratelimit`, `drain`.
+//! `presence`, and the pure parts: `protocol` + `frames`, `keys`, `offset`, `auth`,
+//! `ratelimit`, `drain`.
 
 mod admin;
 mod auth;
 mod config;
 mod drain;
 mod error;
+mod frames;
 mod hub;
 mod keys;
 mod metrics;
