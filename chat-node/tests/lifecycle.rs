@@ -193,3 +193,56 @@ async fn a_lost_subscriber_connection_is_restored_and_its_gap_filled_from_the_st
     a.stop().await?;
     b.stop().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_left_behind_by_crashed_nodes_is_removed() -> Result<()> {
+    let redis = RedisServer::start()?;
+    let client = redis::Client::open(redis.url())?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    let p = "chatcluster:test/chat";
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as i64;
+    // A node that crashed a minute ago, and the previous incarnation of node-a (same pod name,
+    // restarted), each left a user "in" the lobby.
+    redis::pipe()
+        .hset(format!("{p}:presence:lobby"), "ghost", 1)
+        .hset(format!("{p}:node:dead-node:presence"), "lobby ghost", 1)
+        .zadd(format!("{p}:nodes"), "dead-node", now_ms - 60_000)
+        .hset(format!("{p}:presence:lobby"), "stale", 1)
+        .hset(format!("{p}:node:node-a:presence"), "lobby stale", 1)
+        .exec_async(&mut conn)
+        .await?;
+    let a = TestNode::start(config(&redis, "node-a")).await?;
+    let mut alice = connect(&a.url("name=alice")).await?;
+    alice.join("lobby", None).await?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        alice
+            .send(json!({"type": "presence", "room": "lobby"}))
+            .await?;
+        let members = alice.recv_type("presence").await?["members"].clone();
+        if members == json!(["alice"]) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "stale members never removed: {members}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let dead: Option<f64> = redis::cmd("ZSCORE")
+        .arg(format!("{p}:nodes"))
+        .arg("dead-node")
+        .query_async(&mut conn)
+        .await?;
+    assert_eq!(dead, None, "the dead node's heartbeat entry is gone");
+    // A clean shutdown removes the node's own share too.
+    a.stop().await?;
+    let left: Vec<String> = redis::cmd("HKEYS")
+        .arg(format!("{p}:presence:lobby"))
+        .query_async(&mut conn)
+        .await?;
+    assert!(left.is_empty(), "{left:?}");
+    Ok(())
+}
