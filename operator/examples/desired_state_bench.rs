@@ -61,6 +61,8 @@ fn main() {
     let discovery = Discovery::Dns {
         srv: "_ws._tcp.chat-node.default.svc.cluster.local".into(),
         slots: 64,
+        check_port: 8081,
+        agent_port: 8082,
     };
     measure("render_haproxy_cfg (DNS, 64 slots)", iterations, |_| {
         black_box(render_haproxy_cfg(black_box(&params), &discovery));

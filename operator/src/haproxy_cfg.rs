@@ -15,10 +15,6 @@ use crate::crd::{Balance, ChatClusterSpec, Timeouts};
 
 /// Environment variable HAProxy reads the dynamic-cookie key from (never written to the file).
 pub const COOKIE_KEY_ENV: &str = "CHATCLUSTER_COOKIE_KEY";
-/// Chat-node admin port: health checks (`/healthz`).
-pub const ADMIN_PORT: u16 = 8081;
-/// Sidecar agent-check port.
-pub const AGENT_PORT: u16 = 8082;
 
 /// Everything but server discovery.
 #[derive(Clone, Debug, PartialEq)]
@@ -77,6 +73,10 @@ pub enum Discovery {
         srv: String,
         /// Number of `server-template` slots.
         slots: u32,
+        /// Admin port of every chat node (health checks); the contract's 8081 in a pod.
+        check_port: u16,
+        /// Agent-check port of every sidecar; the contract's 8082 in a pod.
+        agent_port: u16,
     },
     /// On this machine: fixed servers, each with its own check and agent port.
     Static(Vec<StaticServer>),
@@ -173,10 +173,10 @@ pub fn render_haproxy_cfg(p: &HaproxyParams, discovery: &Discovery) -> String {
         cookie = p.cookie_name,
     );
     match discovery {
-        Discovery::Dns { srv, slots } => {
+        Discovery::Dns { srv, slots, check_port, agent_port } => {
             let _ = writeln!(
                 c,
-                "    server-template chat 1-{slots} {srv} resolvers kube resolve-opts allow-dup-ip,ignore-weight init-addr none check port {ADMIN_PORT} agent-check agent-port {AGENT_PORT} agent-inter 1s weight 100"
+                "    server-template chat 1-{slots} {srv} resolvers kube resolve-opts allow-dup-ip,ignore-weight init-addr none check port {check_port} agent-check agent-port {agent_port} agent-inter 1s weight 100"
             );
         }
         Discovery::Static(servers) => {

@@ -156,12 +156,23 @@ impl Haproxy {
     /// Writes the configuration produced by `render(stats_socket_path)`, checks it, starts
     /// haproxy and waits until `wait_addr` accepts connections.
     pub fn start(render: impl FnOnce(&Path) -> String, wait_addr: SocketAddr) -> Result<Self> {
+        Self::start_with_env(render, wait_addr, &[])
+    }
+
+    /// [`Haproxy::start`] with extra environment variables for haproxy (for example the
+    /// `CHATCLUSTER_COOKIE_KEY` the operator's configurations read).
+    pub fn start_with_env(
+        render: impl FnOnce(&Path) -> String,
+        wait_addr: SocketAddr,
+        env: &[(&str, &str)],
+    ) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let socket = dir.path().join("admin.sock");
         let cfg = dir.path().join("haproxy.cfg");
         std::fs::write(&cfg, render(&socket))?;
-        haproxy_check(&cfg)?;
+        haproxy_check_with_env(&cfg, env)?;
         let child = Command::new("haproxy")
+            .envs(env.iter().copied())
             .arg("-db")
             .arg("-f")
             .arg(&cfg)

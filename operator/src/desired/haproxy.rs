@@ -19,7 +19,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use sha2::{Digest, Sha256};
 
 use super::pod::{container, empty_dir, http_probe, mount, pod_security, resources};
-use super::statefulset::env_secret;
+use super::statefulset::{ADMIN_PORT, AGENT_PORT, env_secret};
 use super::{Component, Ctx, secret, service};
 use crate::haproxy_cfg::{COOKIE_KEY_ENV, Discovery, HaproxyParams, render_haproxy_cfg};
 
@@ -69,6 +69,8 @@ pub fn render(ctx: &Ctx) -> String {
     let discovery = Discovery::Dns {
         srv: service::srv_name(ctx),
         slots: spec.haproxy.server_slots.max(1) as u32,
+        check_port: ADMIN_PORT as u16,
+        agent_port: AGENT_PORT as u16,
     };
     render_haproxy_cfg(&params, &discovery)
 }
