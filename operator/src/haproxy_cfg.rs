@@ -173,7 +173,12 @@ pub fn render_haproxy_cfg(p: &HaproxyParams, discovery: &Discovery) -> String {
         cookie = p.cookie_name,
     );
     match discovery {
-        Discovery::Dns { srv, slots, check_port, agent_port } => {
+        Discovery::Dns {
+            srv,
+            slots,
+            check_port,
+            agent_port,
+        } => {
             let _ = writeln!(
                 c,
                 "    server-template chat 1-{slots} {srv} resolvers kube resolve-opts allow-dup-ip,ignore-weight init-addr none check port {check_port} agent-check agent-port {agent_port} agent-inter 1s weight 100"
