@@ -246,3 +246,38 @@ async fn presence_left_behind_by_crashed_nodes_is_removed() -> Result<()> {
     assert!(left.is_empty(), "{left:?}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_endpoints_on_both_ports() -> Result<()> {
+    let redis = RedisServer::start()?;
+    let node = TestNode::start(config(&redis, "node-a")).await?;
+    let (status, page) = http(node.ws, "GET", "/").await?;
+    assert_eq!(status, 200);
+    assert!(
+        page.to_lowercase().contains("<html"),
+        "the demo page is served at /"
+    );
+    assert_eq!(
+        http(node.ws, "GET", "/ws").await?.0,
+        400,
+        "plain GET on /ws is not an upgrade"
+    );
+    assert_eq!(http(node.ws, "GET", "/nope").await?.0, 404);
+    assert_eq!(node.get("/healthz").await?.0, 200);
+    let _c = connect(&node.url("name=a")).await?;
+    let (_, metrics) = node.get("/metrics").await?;
+    assert!(metrics.contains("chat_connections 1"), "{metrics}");
+    let stats = node.stats().await?;
+    assert_eq!(
+        stats,
+        json!({"node": "node-a", "connections": 1, "capacity": 10000, "draining": false, "redis_connected": true})
+    );
+    assert_eq!(http(node.admin, "PUT", "/drain").await?.0, 405);
+    assert_eq!(node.get("/nope").await?.0, 404);
+    assert_eq!(
+        node.stats().await?["draining"],
+        false,
+        "a refused /drain does not drain"
+    );
+    node.stop().await
+}
