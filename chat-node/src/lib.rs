@@ -66,6 +66,12 @@ pub async fn run(
             "--outbound-queue and --rate-burst must be at least 1 and --max-message-bytes at least 64".into(),
         ));
     }
+    if config.jwt_secret.as_deref().is_some_and(str::is_empty) {
+        // An empty HS256 key lets anyone mint tokens; refuse rather than guess what was meant.
+        return Err(Error::Config(
+            "--jwt-secret (CHAT_JWT_SECRET) is set but empty; set a secret, or unset it for anonymous mode".into(),
+        ));
+    }
     let redis =
         redis::Client::open(config.redis_url.as_str()).map_err(|source| Error::RedisUrl {
             url: config.redis_url.clone(),
