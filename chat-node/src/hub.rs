@@ -280,10 +280,12 @@ impl Hub {
             room: state.name.clone(),
             frame,
         });
+        let mut delivered = 0;
         for conn in state.members.values().filter(|c| &*c.user != user) {
             conn.push(Outbound::RoomEvent(shared.clone()));
+            delivered += 1;
         }
-        state.members.len()
+        delivered
     }
 
     /// Delivers a finished text frame to every local connection of `user`.
@@ -324,5 +326,78 @@ impl Hub {
     /// Every open connection (for the drain).
     pub fn connections(&self) -> Vec<Arc<Conn>> {
         self.conns.lock().unwrap().values().cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_items_stay_small() {
+        // tokio allocates 32 slots of the outbound queue per connection up front.
+        assert!(
+            std::mem::size_of::<Outbound>() <= 40,
+            "{}",
+            std::mem::size_of::<Outbound>()
+        );
+    }
+
+    #[test]
+    fn a_full_queue_closes_the_connection_with_1008() {
+        let (conn, _rx) = Conn::new(1, "u".into(), 2);
+        assert!(conn.push(Outbound::Text("a".into())));
+        assert!(conn.push(Outbound::Text("b".into())));
+        assert_eq!(conn.close_requested(), None);
+        assert!(!conn.push(Outbound::Text("c".into())));
+        assert_eq!(conn.close_requested(), Some(1008));
+        conn.close(1001);
+        assert_eq!(conn.close_requested(), Some(1008), "the first reason wins");
+    }
+
+    #[test]
+    fn fan_out_delivers_each_offset_once_and_subscribes_in_membership_order() {
+        let (subs, mut cmds) = mpsc::unbounded_channel();
+        let hub = Hub::new(subs);
+        let room: Arc<str> = "lobby".into();
+        let (a, mut a_rx) = Conn::new(1, "a".into(), 8);
+        let (b, mut b_rx) = Conn::new(2, "b".into(), 8);
+        drop(hub.join_room(&room, &a));
+        drop(hub.join_room(&room, &b));
+        let offset = |ms| Offset { ms, seq: 0 };
+        assert_eq!(
+            hub.deliver_room("lobby", offset(5), || Message::Text("m5".into())),
+            2
+        );
+        assert_eq!(
+            hub.deliver_room("lobby", offset(5), || unreachable!()),
+            0,
+            "duplicate dropped"
+        );
+        assert_eq!(
+            hub.deliver_room("lobby", offset(4), || unreachable!()),
+            0,
+            "older dropped"
+        );
+        assert_eq!(hub.deliver_room_event("lobby", "a", "ev".into()), 1);
+        assert!(matches!(a_rx.try_recv(), Ok(Outbound::Room(m)) if m.offset == offset(5)));
+        assert!(a_rx.try_recv().is_err(), "a gets no event about itself");
+        assert!(matches!(b_rx.try_recv(), Ok(Outbound::Room(_))));
+        assert!(matches!(b_rx.try_recv(), Ok(Outbound::RoomEvent(_))));
+        hub.leave_room(&room, 1);
+        hub.leave_room(&room, 2);
+        let kinds: Vec<&str> = std::iter::from_fn(|| cmds.try_recv().ok())
+            .map(|c| match c {
+                SubCommand::Subscribe { .. } => "sub",
+                SubCommand::Unsubscribe(_) => "unsub",
+                SubCommand::StreamEnded(_) => "end",
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            ["sub", "sub", "unsub"],
+            "unsubscribed only when the last member left"
+        );
+        assert_eq!(hub.room_count(), 0);
     }
 }
