@@ -67,8 +67,9 @@ pub struct Config {
 }
 
 impl Config {
-    /// A configuration with every default, for tests and embedders (`listen` addresses unused
-    /// by `run`, which takes bound listeners).
+    /// A configuration with every default (plus any `CHAT_*` environment variables, as for the
+    /// binary) and the given Redis URL, for tests and embedders. The `listen` addresses are
+    /// unused by `run`, which takes bound listeners.
     pub fn for_redis(redis_url: impl Into<String>) -> Self {
         use clap::Parser;
         #[derive(clap::Parser)]
