@@ -11,6 +11,9 @@ pub enum RenderError {
     /// The file is not a ChatCluster.
     #[error("not a valid chatcluster.io/v1alpha1 ChatCluster: {0}")]
     Parse(String),
+    /// Fields the ChatCluster type does not have (typos), which `kubectl apply` refuses too.
+    #[error("unknown field(s) {}: check the spelling with `kubectl explain chatcluster.spec`", .0.join(", "))]
+    UnknownFields(Vec<String>),
     /// The ChatCluster is valid YAML but its spec cannot be realized.
     #[error(transparent)]
     Spec(#[from] SpecError),
@@ -29,12 +32,52 @@ pub fn parse_chatcluster(text: &str, namespace: &str) -> Result<ChatCluster, Ren
             types.api_version, types.kind
         )));
     }
-    let mut cc: ChatCluster =
+    let input: serde_json::Value =
         serde_saphyr::from_str(text).map_err(|e| RenderError::Parse(e.to_string()))?;
+    let mut cc: ChatCluster =
+        serde_json::from_value(input.clone()).map_err(|e| RenderError::Parse(e.to_string()))?;
+    // serde skips unknown keys; a key that does not survive the round trip is a typo.
+    let known = serde_json::to_value(&cc).map_err(|e| RenderError::Parse(e.to_string()))?;
+    let mut unknown = Vec::new();
+    unknown_fields(&input, &known, "", &mut unknown);
+    if !unknown.is_empty() {
+        return Err(RenderError::UnknownFields(unknown));
+    }
     cc.metadata
         .namespace
         .get_or_insert_with(|| namespace.to_owned());
     Ok(cc)
+}
+
+/// Paths of `input` (ignoring nulls) that `known` lacks.
+fn unknown_fields(
+    input: &serde_json::Value,
+    known: &serde_json::Value,
+    path: &str,
+    out: &mut Vec<String>,
+) {
+    use serde_json::Value;
+    match (input, known) {
+        (Value::Object(input), Value::Object(known)) => {
+            for (key, value) in input.iter().filter(|(_, v)| !v.is_null()) {
+                let here = if path.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{path}.{key}")
+                };
+                match known.get(key) {
+                    Some(k) => unknown_fields(value, k, &here, out),
+                    None => out.push(here),
+                }
+            }
+        }
+        (Value::Array(input), Value::Array(known)) => {
+            for (n, (i, k)) in input.iter().zip(known).enumerate() {
+                unknown_fields(i, k, &format!("{path}[{n}]"), out);
+            }
+        }
+        _ => {}
+    }
 }
 
 fn push_doc<T: serde::Serialize>(out: &mut String, object: &T) -> Result<(), RenderError> {

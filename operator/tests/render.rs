@@ -77,3 +77,32 @@ fn refuses_other_kinds_bad_yaml_and_invalid_specs() {
     let err = render_yaml(&cc, &OperatorDefaults::default(), "k").unwrap_err();
     assert!(err.to_string().contains("serverSlots"), "{err}");
 }
+
+#[test]
+fn refuses_misspelt_fields_like_kubectl_does() {
+    let typo = MINIMAL.replace(
+        "  replicas: 2\n",
+        "  replica: 2\n  haproxy:\n    servicee: {}\n",
+    );
+    let err = parse_chatcluster(&typo, "d").unwrap_err();
+    assert!(
+        matches!(&err, RenderError::UnknownFields(f) if f == &["spec.haproxy.servicee", "spec.replica"]),
+        "{err}"
+    );
+    assert!(err.to_string().contains("spec.replica"), "{err}");
+    // Explicit nulls and every field of the examples are fine.
+    let nulls = MINIMAL.replace(
+        "  replicas: 2\n",
+        "  replicas: 2\n  images:\n    chatNode: null\n",
+    );
+    assert!(parse_chatcluster(&nulls, "d").is_ok());
+    for example in [
+        "chatcluster.yaml",
+        "chatcluster-production.yaml",
+        "chatcluster-external-redis-jwt.yaml",
+    ] {
+        let path = format!("{}/../examples/{example}", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        parse_chatcluster(&text, "d").unwrap_or_else(|e| panic!("{example}: {e}"));
+    }
+}
