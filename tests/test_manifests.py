@@ -297,3 +297,10 @@ def test_render_refuses_what_the_cel_rules_refuse(tmp_path, crd, name):
 def test_cel_rule_refuses_a_long_name(crd):
     assert failed_cel_rules(crd, chatcluster("x" * 41, {})) != []
     assert failed_cel_rules(crd, chatcluster("x" * 40, {})) == []
+
+
+def test_render_refuses_a_misspelt_field(tmp_path):
+    doc = chatcluster("typo", {"replica": 3})
+    out = run("render", "-f", str(write(tmp_path, doc)), check=False)
+    assert out.returncode != 0
+    assert "spec.replica" in out.stderr, out.stderr
