@@ -300,6 +300,18 @@ impl Hub {
         conns.len()
     }
 
+    /// Asks every local member of a room to close with `code`; returns how many.
+    pub fn close_room_members(&self, room: &str, code: u16) -> usize {
+        let rooms = self.rooms.lock().unwrap();
+        let Some(state) = rooms.get(room) else {
+            return 0;
+        };
+        for conn in state.members.values() {
+            conn.close(code);
+        }
+        state.members.len()
+    }
+
     /// Records where a room's stream ended when the node subscribed to it.
     pub fn note_subscribed_at(&self, room: &str, offset: Offset) {
         if let Some(state) = self.rooms.lock().unwrap().get_mut(room) {

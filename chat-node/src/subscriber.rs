@@ -205,6 +205,13 @@ async fn connect(
         if !history.messages.is_empty() {
             tracing::info!(room = %room, filled = history.messages.len(), "filled room gap after reconnect");
         }
+        if history.messages.len() > node.config.outbound_queue / 2 {
+            // More than the members' queues can take at once: ask them to reconnect and resume
+            // (a `join` with `since` replays any amount) instead of dropping them as slow.
+            let closed = node.hub.close_room_members(&room, 1001);
+            tracing::warn!(room = %room, gap = history.messages.len(), closed, "gap too large to fill live; members asked to resume");
+            continue;
+        }
         node.metrics
             .gap_filled
             .inc_by(history.messages.len() as u64);

@@ -183,6 +183,8 @@ pub async fn run<S>(
             }
         }
     };
+    // However the writer ends, the reading half stops too (a no-op when a close was asked for).
+    conn.close(1000);
     if let Some(code) = code {
         let reason = match code {
             1001 => "node draining or going away; reconnect and resume",
