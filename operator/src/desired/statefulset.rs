@@ -19,6 +19,9 @@ use crate::crd::SecretKeyRef;
 /// Seconds a pod gets beyond the drain grace period before it is killed: time for the preStop
 /// call, the last close frames and process exit.
 pub const TERMINATION_MARGIN_SECONDS: i64 = 15;
+/// Seconds the sidecar stays after SIGTERM beyond the drain grace period (below
+/// [`TERMINATION_MARGIN_SECONDS`], so it exits on its own).
+pub const SIDECAR_DEADLINE_MARGIN_SECONDS: i64 = 10;
 /// chat-node WebSocket port.
 pub const WS_PORT: i32 = 8080;
 /// chat-node admin port.
@@ -160,6 +163,12 @@ fn sidecar_container(ctx: &Ctx) -> Container {
                 format!("0.0.0.0:{SIDECAR_HTTP_PORT}"),
             ),
             env("SIDECAR_LOG_FORMAT", "json"),
+            // The sidecar must outlive the node's drain (it reports `drain`, then `down`), yet
+            // exit before the kubelet's SIGKILL.
+            env(
+                "SIDECAR_SHUTDOWN_DEADLINE_MS",
+                (i64::from(s.drain_grace_seconds) + SIDECAR_DEADLINE_MARGIN_SECONDS) * 1000,
+            ),
         ]),
         ports: Some(vec![
             port("agent", AGENT_PORT),

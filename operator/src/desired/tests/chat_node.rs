@@ -128,6 +128,12 @@ fn chat_node_gets_its_settings_and_pod_name_through_env() {
         env_value(sidecar, "SIDECAR_HTTP_LISTEN").as_deref(),
         Some("0.0.0.0:8083")
     );
+    // drainGraceSeconds 45: the sidecar waits out the drain, then exits before the kill.
+    assert_eq!(
+        env_value(sidecar, "SIDECAR_SHUTDOWN_DEADLINE_MS").as_deref(),
+        Some("55000")
+    );
+    assert!(55_000 < pod.termination_grace_period_seconds.unwrap() * 1000);
 }
 
 #[test]
