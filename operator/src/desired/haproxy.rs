@@ -10,15 +10,17 @@ use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, Lifecycle, LifecycleHandler,
-    PodSpec, PodTemplateSpec, Service, ServicePort, ServiceSpec, SleepAction, Volume,
+    ConfigMap, ConfigMapVolumeSource, Container, Lifecycle, LifecycleHandler, PodSpec,
+    PodTemplateSpec, Service, ServicePort, ServiceSpec, SleepAction, Volume, VolumeMount,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use sha2::{Digest, Sha256};
 
-use super::pod::{container, empty_dir, http_probe, mount, pod_security, resources};
+use super::pod::{
+    container, container_port, empty_dir, http_probe, mount, pod_security, resources,
+};
 use super::statefulset::{ADMIN_PORT, AGENT_PORT, env_secret};
 use super::{Component, Ctx, secret, service};
 use crate::haproxy_cfg::{COOKIE_KEY_ENV, Discovery, HaproxyParams, render_haproxy_cfg};
@@ -101,12 +103,6 @@ fn haproxy_container(ctx: &Ctx) -> Container {
         .haproxy
         .as_deref()
         .unwrap_or(&ctx.defaults.haproxy_image);
-    let port = |name: &str, port| ContainerPort {
-        name: Some(name.to_owned()),
-        container_port: port,
-        protocol: Some("TCP".into()),
-        ..Default::default()
-    };
     Container {
         command: Some(vec!["haproxy".into()]),
         args: Some(vec![
@@ -119,7 +115,10 @@ fn haproxy_container(ctx: &Ctx) -> Container {
             COOKIE_KEY_ENV,
             &secret::cookie_key_ref(ctx),
         )]),
-        ports: Some(vec![port("http", HTTP_PORT), port("stats", STATS_PORT)]),
+        ports: Some(vec![
+            container_port("http", HTTP_PORT),
+            container_port("stats", STATS_PORT),
+        ]),
         readiness_probe: Some(http_probe("/healthz", "stats", 2, 2)),
         liveness_probe: Some(http_probe("/healthz", "stats", 10, 3)),
         // Give endpoints a moment to drop this pod before it stops accepting.
@@ -137,7 +136,7 @@ fn haproxy_container(ctx: &Ctx) -> Container {
             "512Mi",
         )),
         volume_mounts: Some(vec![
-            k8s_openapi::api::core::v1::VolumeMount {
+            VolumeMount {
                 read_only: Some(true),
                 ..mount("config", CONFIG_DIR)
             },

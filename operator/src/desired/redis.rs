@@ -6,14 +6,14 @@
 
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
-    ContainerPort, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec,
-    Probe, Service, ServiceSpec, TCPSocketAction, VolumeResourceRequirements,
+    PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, Probe, Service,
+    ServiceSpec, TCPSocketAction, VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use std::collections::BTreeMap;
 
-use super::pod::{container, empty_dir, mount, pod_security, resources};
+use super::pod::{container, container_port, empty_dir, mount, pod_security, resources};
 use super::service::named_port;
 use super::{Component, Ctx};
 
@@ -70,12 +70,7 @@ pub fn statefulset(ctx: &Ctx) -> StatefulSet {
     let redis = k8s_openapi::api::core::v1::Container {
         command: Some(vec!["redis-server".into()]),
         args: Some(args[1..].iter().map(|s| (*s).to_owned()).collect()),
-        ports: Some(vec![ContainerPort {
-            name: Some("redis".into()),
-            container_port: REDIS_PORT,
-            protocol: Some("TCP".into()),
-            ..Default::default()
-        }]),
+        ports: Some(vec![container_port("redis", REDIS_PORT)]),
         readiness_probe: Some(tcp_probe(5)),
         liveness_probe: Some(tcp_probe(10)),
         resources: Some(resources(

@@ -6,13 +6,15 @@
 
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, Lifecycle, LifecycleHandler,
+    Container, EnvVar, EnvVarSource, HTTPGetAction, Lifecycle, LifecycleHandler,
     ObjectFieldSelector, PodSpec, PodTemplateSpec, SecretKeySelector, TopologySpreadConstraint,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::pod::{container, empty_dir, http_probe, mount, pod_security, resources};
+use super::pod::{
+    container, container_port, empty_dir, http_probe, mount, pod_security, resources,
+};
 use super::{Component, Ctx, redis};
 use crate::crd::SecretKeyRef;
 
@@ -76,15 +78,6 @@ pub fn env_secret(name: &str, secret: &SecretKeyRef) -> EnvVar {
     }
 }
 
-fn port(name: &str, port: i32) -> ContainerPort {
-    ContainerPort {
-        name: Some(name.to_owned()),
-        container_port: port,
-        protocol: Some("TCP".into()),
-        ..Default::default()
-    }
-}
-
 fn chat_node_container(ctx: &Ctx) -> Container {
     let s = &ctx.cc.spec;
     let image = s
@@ -117,7 +110,10 @@ fn chat_node_container(ctx: &Ctx) -> Container {
     }
     Container {
         env: Some(vars),
-        ports: Some(vec![port("ws", WS_PORT), port("admin", ADMIN_PORT)]),
+        ports: Some(vec![
+            container_port("ws", WS_PORT),
+            container_port("admin", ADMIN_PORT),
+        ]),
         readiness_probe: Some(http_probe("/readyz", "admin", 2, 2)),
         liveness_probe: Some(http_probe("/healthz", "admin", 10, 3)),
         // preStop runs before SIGTERM: it starts the drain while the pod is still an endpoint,
@@ -171,8 +167,8 @@ fn sidecar_container(ctx: &Ctx) -> Container {
             ),
         ]),
         ports: Some(vec![
-            port("agent", AGENT_PORT),
-            port("sidecar-http", SIDECAR_HTTP_PORT),
+            container_port("agent", AGENT_PORT),
+            container_port("sidecar-http", SIDECAR_HTTP_PORT),
         ]),
         readiness_probe: Some(http_probe("/healthz", "sidecar-http", 5, 3)),
         liveness_probe: Some(http_probe("/healthz", "sidecar-http", 10, 3)),
