@@ -1,77 +1,28 @@
 #!/usr/bin/env bash
-# Runs chatcluster on this machine (interim version, until the operator's `local` mode lands):
-# a private redis-server on a free loopback port and one chat-node serving the demo page.
-# Installs redis-server if missing, builds chat-node, prints the URL, and on Ctrl-C stops both
-# processes (by PID) and removes the temporary directory.
+# Runs chatcluster on this machine, without Kubernetes: installs haproxy and redis-server when
+# missing, builds the release binaries, and starts `chatcluster-operator local` with
+# examples/chatcluster.yaml (or the file given with -f): a private Redis, one chat-node + sidecar
+# pair per replica and HAProxy in front, all on 127.0.0.1. It prints the endpoint and the demo
+# page URL once everything is ready; Ctrl-C drains the chat nodes and stops every process it
+# started (see docs/local-mode.md).
 #
-# Environment: CHAT_PORT (default 8080, or a free port if taken), CHAT_ADMIN_PORT (default 8081,
-# or a free port), CARGO_PROFILE (dev|release, default dev).
+#   bash scripts/run-local.sh                      # demo page on http://127.0.0.1:8000/
+#   bash scripts/run-local.sh --port 9000          # any `chatcluster-operator local --help` flag
+#   bash scripts/run-local.sh -f my-cluster.yaml
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-command -v redis-server >/dev/null 2>&1 || scripts/install-deps.sh
+scripts/install-deps.sh
+echo "run-local: building release binaries (chat-node, chatcluster-sidecar, chatcluster-operator)" >&2
+cargo build --release --locked -p chat-node -p sidecar -p chatcluster-operator --bins
 
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-free_port() {
-  local want=$1 p
-  if [[ -n $want ]] && port_free "$want"; then echo "$want"; return; fi
-  for _ in $(seq 200); do
-    p=$((20000 + RANDOM % 40000))
-    if port_free "$p"; then echo "$p"; return; fi
-  done
-  echo "run-local: no free port found" >&2
-  exit 1
-}
-
-profile=${CARGO_PROFILE:-dev}
-echo "run-local: building chat-node ($profile)" >&2
-cargo build -q -p chat-node --profile "$profile"
-bin_dir=target/$([[ $profile == dev ]] && echo debug || echo "$profile")
-
-ws_port=$(free_port "${CHAT_PORT:-8080}")
-admin_port=$(free_port "${CHAT_ADMIN_PORT:-8081}")
-redis_port=$(free_port "")
-workdir=$(mktemp -d -t chatcluster-local.XXXXXX)
-redis_pid="" node_pid=""
-
-cleanup() {
-  trap - INT TERM EXIT
-  if [[ -n $node_pid ]] && kill -0 "$node_pid" 2>/dev/null; then
-    kill -TERM "$node_pid" 2>/dev/null || true
-    wait "$node_pid" 2>/dev/null || true
-  fi
-  if [[ -n $redis_pid ]] && kill -0 "$redis_pid" 2>/dev/null; then
-    kill -TERM "$redis_pid" 2>/dev/null || true
-    wait "$redis_pid" 2>/dev/null || true
-  fi
-  rm -rf "$workdir"
-  echo "run-local: stopped" >&2
-}
-trap cleanup INT TERM EXIT
-
-redis-server --bind 127.0.0.1 --port "$redis_port" --save "" --appendonly no \
-  --dir "$workdir" --logfile "$workdir/redis.log" &
-redis_pid=$!
-
-"$bin_dir/chat-node" \
-  --listen "127.0.0.1:$ws_port" \
-  --admin-listen "127.0.0.1:$admin_port" \
-  --redis-url "redis://127.0.0.1:$redis_port/" \
-  --node-name local-0 \
-  --drain-grace-seconds 2 &
-node_pid=$!
-
-for _ in $(seq 100); do
-  port_free "$ws_port" || break
-  sleep 0.1
+args=("$@")
+has_file=0
+for arg in "$@"; do
+  case "$arg" in
+    -f | --file | --file=* | -f?*) has_file=1 ;;
+  esac
 done
-cat <<MSG
-
-  chatcluster is running (one chat-node, private Redis on 127.0.0.1:$redis_port)
-    demo page:  http://127.0.0.1:$ws_port/
-    WebSocket:  ws://127.0.0.1:$ws_port/ws?name=<you>
-    admin:      http://127.0.0.1:$admin_port/stats  (/healthz /readyz /metrics /drain)
-  Press Ctrl-C to stop.
-
-MSG
-wait "$node_pid"
+((has_file)) || args=(-f examples/chatcluster.yaml "$@")
+# exec: Ctrl-C and SIGTERM reach local mode itself, which drains and stops its children.
+exec target/release/chatcluster-operator local "${args[@]}"
