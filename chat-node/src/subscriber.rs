@@ -92,8 +92,10 @@ pub async fn run(
                 }
             }
             _ = ping.tick(), if active.is_some() => {
+                // In subscribe mode a RESP2 server answers PING with `["pong", ""]`, not `PONG`:
+                // accept any reply, only a timeout or an I/O error means the connection is gone.
                 let a = active.as_mut().expect("checked");
-                let ok = matches!(tokio::time::timeout(OP_TIMEOUT, a.sink.ping::<String>()).await, Ok(Ok(_)));
+                let ok = matches!(tokio::time::timeout(OP_TIMEOUT, a.sink.ping::<redis::Value>()).await, Ok(Ok(_)));
                 if !ok {
                     disconnect(&node, &mut active, "ping failed");
                 }

@@ -281,3 +281,19 @@ async fn http_endpoints_on_both_ports() -> Result<()> {
     );
     node.stop().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_subscriber_keeps_its_redis_connection_across_keepalive_pings() -> Result<()> {
+    let redis = RedisServer::start()?;
+    let a = TestNode::start(config(&redis, "node-a")).await?;
+    let mut member = connect(&a.url("name=idle")).await?;
+    member.join("lobby", None).await?;
+    // The subscriber pings Redis every 3 s; two pings must not look like a lost connection.
+    tokio::time::sleep(std::time::Duration::from_secs(7)).await;
+    let (_, metrics) = a.get("/metrics").await?;
+    assert!(
+        metrics.contains("chat_redis_reconnects_total 1\n"),
+        "the subscriber reconnected while idle:\n{metrics}"
+    );
+    a.stop().await
+}
