@@ -5,14 +5,21 @@ use chatcluster_operator::crd::{ChatCluster, crd_yaml};
 use kube::CustomResourceExt;
 
 #[test]
-fn checked_in_crd_matches_the_types() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../crds/chatcluster.yaml");
-    let on_disk = std::fs::read_to_string(path).unwrap_or_default();
-    assert!(
-        on_disk == crd_yaml(),
-        "crds/chatcluster.yaml is stale; regenerate it with:\n  \
-         cargo run -p chatcluster-operator -- crd > crds/chatcluster.yaml"
-    );
+fn checked_in_crds_match_the_types() {
+    // The Helm chart ships its own copy (Helm installs CRDs only from the chart's crds/).
+    for rel in [
+        "crds/chatcluster.yaml",
+        "charts/chatcluster-operator/crds/chatcluster.yaml",
+    ] {
+        let path = format!("{}/../{rel}", env!("CARGO_MANIFEST_DIR"));
+        let on_disk = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            on_disk == crd_yaml(),
+            "{rel} is stale; regenerate both copies with:\n  \
+             cargo run -p chatcluster-operator -- crd | tee crds/chatcluster.yaml \
+             > charts/chatcluster-operator/crds/chatcluster.yaml"
+        );
+    }
 }
 
 #[test]
