@@ -15,9 +15,16 @@ for arg in "$@"; do
   esac
 done
 
+# A package counts as present when dpkg has it or when a command of its name is already on PATH
+# (this machine's node and npm, for example, do not come from Debian's npm package, and asking
+# apt for it would conflict with them). `nodejs` provides the command `node`.
 missing=()
 for pkg in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  cmd=$pkg
+  [[ $pkg == nodejs ]] && cmd=node
+  command -v "$cmd" >/dev/null 2>&1 && continue
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" && continue
+  missing+=("$pkg")
 done
 if ((${#missing[@]})); then
   echo "install-deps: installing Debian packages: ${missing[*]}" >&2
