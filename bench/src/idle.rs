@@ -8,15 +8,11 @@
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
-
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdin, ChildStdout};
 
 use crate::measure::{per_connection_kib, read_rss_kib, split_counts};
 use crate::node::{Node, command_with_max_nofile};
-use crate::worker::WorkerEvent;
+use crate::worker::{WorkerEvent, WorkerProcess};
 use crate::{Error, Result};
 
 /// Sockets one worker may hold: the open-files cap is 20,000 per process, keep a wide margin.
@@ -175,7 +171,14 @@ pub async fn run_idle(args: &IdleArgs) -> Result<Vec<RunReport>> {
         }
     };
     for run in 1..=args.runs {
-        let node = Node::start(&bin, &redis_url, args.connections + 1000, &args.node_args).await?;
+        let node = Node::start(
+            &bin,
+            "bench-0",
+            &redis_url,
+            args.connections + 1000,
+            &args.node_args,
+        )
+        .await?;
         tracing::info!(run, pid = node.pid, url = %node.ws_url, "started chat-node");
         let report = bounded_run(args, &node, &exe, run).await;
         if report.is_err() {
@@ -194,36 +197,6 @@ async fn bounded_run(args: &IdleArgs, node: &Node, exe: &Path, run: usize) -> Re
         .map_err(|_| Error::Timeout(format!("run {run} took longer than {limit:?}")))?
 }
 
-struct Worker {
-    child: Child,
-    stdin: ChildStdin,
-    lines: Lines<BufReader<ChildStdout>>,
-}
-
-impl Worker {
-    async fn next_event(&mut self) -> Result<WorkerEvent> {
-        loop {
-            let line = self
-                .lines
-                .next_line()
-                .await
-                .map_err(Error::io("read from a worker"))?;
-            let Some(line) = line else {
-                return Err(Error::Unexpected(
-                    "a worker exited without reporting".into(),
-                ));
-            };
-            match WorkerEvent::parse(&line) {
-                Some(WorkerEvent::Failed(why)) => {
-                    return Err(Error::Unexpected(format!("worker failed: {why}")));
-                }
-                Some(event) => return Ok(event),
-                None => tracing::warn!(%line, "unexpected worker output"),
-            }
-        }
-    }
-}
-
 async fn one_run(args: &IdleArgs, node: &Node, exe: &Path, run: usize) -> Result<RunReport> {
     let settle = Duration::from_secs(args.settle_seconds);
     let base = node
@@ -234,7 +207,7 @@ async fn one_run(args: &IdleArgs, node: &Node, exe: &Path, run: usize) -> Result
     let rss_before_kib = read_rss_kib(node.pid).await?;
 
     let started = Instant::now();
-    let mut workers = Vec::new();
+    let mut workers: Vec<WorkerProcess> = Vec::new();
     for (first_index, count) in split_counts(args.connections, args.workers) {
         workers.push(spawn_worker(args, node, exe, first_index, count)?);
     }
@@ -269,10 +242,9 @@ async fn one_run(args: &IdleArgs, node: &Node, exe: &Path, run: usize) -> Result
     );
 
     for worker in &mut workers {
-        let _ = worker.stdin.write_all(b"close\n").await;
-        let _ = worker.stdin.flush().await;
+        let _ = worker.tell("close").await;
     }
-    for worker in &mut workers {
+    for mut worker in workers {
         if let WorkerEvent::Closed { dropped, .. } = worker.next_event().await?
             && dropped > 0
         {
@@ -281,12 +253,7 @@ async fn one_run(args: &IdleArgs, node: &Node, exe: &Path, run: usize) -> Result
                 "the node closed connections before the end of the run"
             );
         }
-        if tokio::time::timeout(Duration::from_secs(10), worker.child.wait())
-            .await
-            .is_err()
-        {
-            let _ = worker.child.kill().await;
-        }
+        worker.reap().await;
     }
     node.wait_until(Duration::from_secs(30), |s| s.connections <= base)
         .await?;
@@ -307,7 +274,7 @@ fn spawn_worker(
     exe: &Path,
     first_index: usize,
     count: usize,
-) -> Result<Worker> {
+) -> Result<WorkerProcess> {
     let sources: Vec<String> = args.source_addrs.iter().map(ToString::to_string).collect();
     let mut cmd = command_with_max_nofile(exe);
     cmd.arg("worker")
@@ -317,24 +284,8 @@ fn spawn_worker(
         .args(["--source-addrs", &sources.join(",")])
         .args(["--concurrency", &args.concurrency.to_string()])
         .args(["--join-rooms", &args.join_rooms.to_string()])
-        .args(["--max-seconds", &(args.timeout_seconds + 30).to_string()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
-    let mut child = cmd.spawn().map_err(Error::io("start a worker process"))?;
-    let stdin = child
-        .stdin
-        .take()
-        .ok_or_else(|| Error::Unexpected("worker has no stdin".into()))?;
-    let stdout = child
-        .stdout
-        .take()
-        .ok_or_else(|| Error::Unexpected("worker has no stdout".into()))?;
-    Ok(Worker {
-        child,
-        stdin,
-        lines: BufReader::new(stdout).lines(),
-    })
+        .args(["--max-seconds", &(args.timeout_seconds + 30).to_string()]);
+    WorkerProcess::spawn(cmd)
 }
 
 #[cfg(test)]

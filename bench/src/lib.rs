@@ -4,12 +4,22 @@
 //!   The controller starts (or attaches to) a node, spreads the connections over worker
 //!   processes ([`worker`], re-executions of this binary) and reads the node's RSS.
 //! - [`node`]: the chat-node under test: start one on loopback, or attach to a running one.
-//! - [`measure`]: pure arithmetic and parsing (RSS from `/proc`, per-connection figures,
-//!   splitting a load over workers, medians).
+//! - [`measure`]: pure arithmetic and parsing (RSS and CPU time from `/proc`, per-connection
+//!   figures, splitting a load over workers, medians).
+//! - The load generator: [`adapter`] (chatcluster's and Socket.IO's protocols behind one
+//!   trait, the message stamp), [`load`] (a load-worker process: clients, rooms, timestamped
+//!   sequence-numbered messages, per-receiver measurement), [`tally`] (pure accounting: rooms,
+//!   duplicates, loss, percentiles), [`run`] (the controller's fleet of load workers) and
+//!   [`cluster`] (Redis, chat-nodes or Socket.IO peers, HAProxy, started and stopped by PID).
 
+pub mod adapter;
+pub mod cluster;
 pub mod idle;
+pub mod load;
 pub mod measure;
 pub mod node;
+pub mod run;
+pub mod tally;
 pub mod worker;
 
 /// What can go wrong while running a benchmark. Every message says what failed and, where

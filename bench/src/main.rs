@@ -2,6 +2,7 @@
 
 use anyhow::{Context, Result};
 use chatcluster_bench::idle::{IdleArgs, RunReport, run_idle};
+use chatcluster_bench::load::{LoadWorkerArgs, run_load_worker};
 use chatcluster_bench::measure::median;
 use chatcluster_bench::worker::{WorkerArgs, run_worker};
 use chatcluster_common::{LogFormat, init_tracing};
@@ -26,6 +27,9 @@ enum Command {
     /// Internal: one worker process of `idle`, started by the controller.
     #[command(hide = true)]
     Worker(WorkerArgs),
+    /// Internal: one load-worker process of the load scenarios, started by the controller.
+    #[command(hide = true)]
+    LoadWorker(LoadWorkerArgs),
 }
 
 #[tokio::main]
@@ -46,6 +50,10 @@ async fn main() -> Result<()> {
                     figures.len()
                 );
             }
+        }
+        Command::LoadWorker(args) => {
+            let stdin = tokio::io::BufReader::new(tokio::io::stdin());
+            run_load_worker(&args, stdin, tokio::io::stdout()).await?;
         }
         Command::Worker(args) => {
             let stdin = tokio::io::BufReader::new(tokio::io::stdin());

@@ -27,6 +27,47 @@ pub async fn read_rss_kib(pid: u32) -> crate::Result<u64> {
         .ok_or_else(|| crate::Error::Unexpected(format!("no VmRSS line in {path}")))
 }
 
+/// User + system CPU time (clock ticks) from the text of `/proc/<pid>/stat` (fields 14 and 15;
+/// the command name in parentheses may contain spaces, so fields are counted after its `)`).
+pub fn parse_stat_cpu_ticks(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // `rest` starts at field 3 (state); utime is field 14, stime field 15.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// Clock ticks per second of `/proc/<pid>/stat` times (`USER_HZ`, 100 on Linux x86-64).
+pub const TICKS_PER_SECOND: f64 = 100.0;
+
+/// Reads the CPU time (clock ticks) process `pid` has used so far.
+pub async fn read_cpu_ticks(pid: u32) -> crate::Result<u64> {
+    let path = format!("/proc/{pid}/stat");
+    let text = tokio::fs::read_to_string(&path)
+        .await
+        .map_err(crate::Error::io(format!(
+            "read {path} (is process {pid} alive?)"
+        )))?;
+    parse_stat_cpu_ticks(&text)
+        .ok_or_else(|| crate::Error::Unexpected(format!("cannot parse {path}")))
+}
+
+/// A `field:value` line of Redis `INFO` output.
+pub fn parse_info_field<'a>(info: &'a str, field: &str) -> Option<&'a str> {
+    info.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .map(str::trim)
+}
+
+/// CPU-seconds per million deliveries.
+pub fn cpu_seconds_per_million(ticks: u64, deliveries: u64) -> f64 {
+    if deliveries == 0 {
+        return f64::NAN;
+    }
+    ticks as f64 / TICKS_PER_SECOND / (deliveries as f64 / 1e6)
+}
+
 /// Memory per connection in KiB: the RSS growth spread over the connections opened.
 pub fn per_connection_kib(before_kib: u64, after_kib: u64, connections: usize) -> f64 {
     if connections == 0 {
@@ -147,6 +188,22 @@ mod tests {
         assert_eq!(source_for(&s, 0), s[0]);
         assert_eq!(source_for(&s, 3), s[1]);
         assert_eq!(source_for(&[], 7), Ipv4Addr::LOCALHOST);
+    }
+
+    #[test]
+    fn cpu_ticks_come_from_fields_14_and_15() {
+        let stat = "4242 (tokio rt (x)) S 1 2 3 4 5 6 7 8 9 10 150 25 0 0 20 0 9 0 100 0 0";
+        assert_eq!(parse_stat_cpu_ticks(stat), Some(175));
+        assert_eq!(parse_stat_cpu_ticks("garbage"), None);
+        assert_eq!(cpu_seconds_per_million(300, 2_000_000), 1.5);
+        assert!(cpu_seconds_per_million(1, 0).is_nan());
+    }
+
+    #[test]
+    fn redis_info_fields() {
+        let info = "$100\r\n# Server\r\nredis_version:7.0.15\r\nprocess_id:777\r\n";
+        assert_eq!(parse_info_field(info, "process_id"), Some("777"));
+        assert_eq!(parse_info_field(info, "process"), None);
     }
 
     #[test]

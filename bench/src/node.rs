@@ -52,11 +52,12 @@ pub struct Node {
 }
 
 impl Node {
-    /// Starts `bin` on two free loopback ports with room for `capacity` connections and waits
+    /// Starts `bin` (node name `name`) on two free loopback ports with room for `capacity` connections and waits
     /// until its `/stats` answers. `extra_args` go to the node unchanged (for example buffer
     /// settings under study).
     pub async fn start(
         bin: &Path,
+        name: &str,
         redis_url: &str,
         capacity: usize,
         extra_args: &[String],
@@ -72,7 +73,7 @@ impl Node {
         cmd.args(["--listen", &format!("127.0.0.1:{ws_port}")])
             .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
             .args(["--redis-url", redis_url])
-            .args(["--node-name", "bench-0"])
+            .args(["--node-name", name])
             .args(["--capacity", &capacity.to_string()])
             .args(["--drain-grace-seconds", "1"])
             .args(extra_args)

@@ -10,8 +10,11 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt};
+use std::process::Stdio;
+
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt, BufReader, Lines};
 use tokio::net::{TcpSocket, TcpStream};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -66,6 +69,8 @@ pub enum WorkerEvent {
     Ready(usize),
     /// Connections closed on request, and how many the node had closed before that.
     Closed { closed: usize, dropped: usize },
+    /// A load worker's measurements for one step ([`crate::tally::StepReport`] as JSON).
+    Report(String),
     /// The worker gave up.
     Failed(String),
 }
@@ -76,6 +81,7 @@ impl WorkerEvent {
         match self {
             Self::Ready(n) => format!("ready {n}"),
             Self::Closed { closed, dropped } => format!("closed {closed} dropped {dropped}"),
+            Self::Report(json) => format!("report {}", json.replace('\n', " ")),
             Self::Failed(why) => format!("failed {}", why.replace('\n', " ")),
         }
     }
@@ -89,6 +95,7 @@ impl WorkerEvent {
                 closed: c.parse().ok()?,
                 dropped: d.parse().ok()?,
             }),
+            ["report", ..] => Some(Self::Report(line["report".len()..].trim().to_string())),
             ["failed", ..] => Some(Self::Failed(line["failed".len()..].trim().to_string())),
             _ => None,
         }
@@ -281,6 +288,81 @@ async fn hold(mut ws: Ws, cancel: CancellationToken) -> bool {
     true
 }
 
+/// A worker process as its controller sees it: lines in, events out.
+pub struct WorkerProcess {
+    child: Child,
+    stdin: ChildStdin,
+    lines: Lines<BufReader<ChildStdout>>,
+}
+
+impl WorkerProcess {
+    /// Starts `cmd` (a re-execution of this binary with a worker subcommand) with piped stdio.
+    pub fn spawn(mut cmd: Command) -> Result<Self> {
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let mut child = cmd.spawn().map_err(Error::io("start a worker process"))?;
+        let stdin = child
+            .stdin
+            .take()
+            .ok_or_else(|| Error::Unexpected("worker has no stdin".into()))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| Error::Unexpected("worker has no stdout".into()))?;
+        Ok(Self {
+            child,
+            stdin,
+            lines: BufReader::new(stdout).lines(),
+        })
+    }
+
+    /// The next event the worker reports; a `failed` line or an exit is an error.
+    pub async fn next_event(&mut self) -> Result<WorkerEvent> {
+        loop {
+            let line = self
+                .lines
+                .next_line()
+                .await
+                .map_err(Error::io("read from a worker"))?;
+            let Some(line) = line else {
+                return Err(Error::Unexpected(
+                    "a worker exited without reporting".into(),
+                ));
+            };
+            match WorkerEvent::parse(&line) {
+                Some(WorkerEvent::Failed(why)) => {
+                    return Err(Error::Unexpected(format!("worker failed: {why}")));
+                }
+                Some(event) => return Ok(event),
+                None => tracing::warn!(%line, "unexpected worker output"),
+            }
+        }
+    }
+
+    /// Sends one command line to the worker.
+    pub async fn tell(&mut self, line: &str) -> Result<()> {
+        self.stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .await
+            .map_err(Error::io("write to a worker"))?;
+        self.stdin
+            .flush()
+            .await
+            .map_err(Error::io("write to a worker"))
+    }
+
+    /// Waits up to 10 s for the worker to exit, then kills it.
+    pub async fn reap(mut self) {
+        if tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.kill().await;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -294,6 +376,7 @@ mod tests {
                 dropped: 1,
             },
             WorkerEvent::Failed("connect 127.0.0.2 -> x: refused".into()),
+            WorkerEvent::Report(r#"{"sent":[[1,2]]}"#.into()),
         ] {
             assert_eq!(WorkerEvent::parse(&event.to_line()), Some(event));
         }
