@@ -133,7 +133,7 @@ impl Protocol for SocketIoProtocol {
                 room: msg["room"].as_str().unwrap_or_default().into(),
                 text: msg["text"].as_str().unwrap_or_default().into(),
             },
-            (Some("error"), _) => Inbound::Error(frame.to_string()),
+            (Some("failure"), _) => Inbound::Error(frame.to_string()),
             _ => Inbound::Other,
         }
     }

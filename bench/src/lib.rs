@@ -11,6 +11,8 @@
 //!   sequence-numbered messages, per-receiver measurement), [`tally`] (pure accounting: rooms,
 //!   duplicates, loss, percentiles), [`run`] (the controller's fleet of load workers) and
 //!   [`cluster`] (Redis, chat-nodes or Socket.IO peers, HAProxy, started and stopped by PID).
+//! - [`scenario`]: broadcast and chat (slow consumers with `--slow-every`), both systems side
+//!   by side; [`svg`] plots latency against load.
 
 pub mod adapter;
 pub mod cluster;
@@ -19,6 +21,8 @@ pub mod load;
 pub mod measure;
 pub mod node;
 pub mod run;
+pub mod scenario;
+pub mod svg;
 pub mod tally;
 pub mod worker;
 

@@ -4,6 +4,7 @@ use anyhow::{Context, Result};
 use chatcluster_bench::idle::{IdleArgs, RunReport, run_idle};
 use chatcluster_bench::load::{LoadWorkerArgs, run_load_worker};
 use chatcluster_bench::measure::median;
+use chatcluster_bench::scenario::{BroadcastArgs, ChatArgs, run_broadcast, run_chat};
 use chatcluster_bench::worker::{WorkerArgs, run_worker};
 use chatcluster_common::{LogFormat, init_tracing};
 use clap::{Parser, Subcommand};
@@ -24,6 +25,11 @@ struct Cli {
 enum Command {
     /// Memory (RSS) per idle WebSocket connection of a chat-node.
     Idle(IdleArgs),
+    /// Broadcast to one room of growing size on one pinned node, both systems.
+    Broadcast(BroadcastArgs),
+    /// Rooms of 10 over 2 nodes behind HAProxy with a ramped send rate, both systems
+    /// (`--slow-every 100` adds 1% slow consumers).
+    Chat(ChatArgs),
     /// Internal: one worker process of `idle`, started by the controller.
     #[command(hide = true)]
     Worker(WorkerArgs),
@@ -50,6 +56,14 @@ async fn main() -> Result<()> {
                     figures.len()
                 );
             }
+        }
+        Command::Broadcast(args) => {
+            run_broadcast(&args)
+                .await
+                .context("broadcast benchmark failed")?;
+        }
+        Command::Chat(args) => {
+            run_chat(&args).await.context("chat benchmark failed")?;
         }
         Command::LoadWorker(args) => {
             let stdin = tokio::io::BufReader::new(tokio::io::stdin());
