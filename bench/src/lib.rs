@@ -12,10 +12,13 @@
 //!   duplicates, loss, percentiles), [`run`] (the controller's fleet of load workers) and
 //!   [`cluster`] (Redis, chat-nodes or Socket.IO peers, HAProxy, started and stopped by PID).
 //! - [`scenario`]: broadcast and chat (slow consumers with `--slow-every`), both systems side
-//!   by side; [`svg`] plots latency against load.
+//!   by side; [`compare_idle`] holds idle connections on both systems; [`svg`] plots latency
+//!   against load.
 
 pub mod adapter;
+mod client;
 pub mod cluster;
+pub mod compare_idle;
 pub mod idle;
 pub mod load;
 pub mod measure;

@@ -1,6 +1,7 @@
 //! `chatcluster-bench`: parses flags and runs one benchmark; see the library for what each does.
 
 use anyhow::{Context, Result};
+use chatcluster_bench::compare_idle::{IdleCompareArgs, run_idle_compare};
 use chatcluster_bench::idle::{IdleArgs, RunReport, run_idle};
 use chatcluster_bench::load::{LoadWorkerArgs, run_load_worker};
 use chatcluster_bench::measure::median;
@@ -25,6 +26,8 @@ struct Cli {
 enum Command {
     /// Memory (RSS) per idle WebSocket connection of a chat-node.
     Idle(IdleArgs),
+    /// Idle connections on 2 nodes of each system: memory per connection and idle CPU.
+    IdleCompare(IdleCompareArgs),
     /// Broadcast to one room of growing size on one pinned node, both systems.
     Broadcast(BroadcastArgs),
     /// Rooms of 10 over 2 nodes behind HAProxy with a ramped send rate, both systems
@@ -56,6 +59,11 @@ async fn main() -> Result<()> {
                     figures.len()
                 );
             }
+        }
+        Command::IdleCompare(args) => {
+            run_idle_compare(&args)
+                .await
+                .context("idle-compare benchmark failed")?;
         }
         Command::Broadcast(args) => {
             run_broadcast(&args)

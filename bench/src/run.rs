@@ -30,6 +30,8 @@ pub struct LoadSpec {
     pub slow_every: usize,
     /// Filler bytes per message.
     pub pad_bytes: usize,
+    /// Clients connect without joining a room (idle scenario).
+    pub no_join: bool,
     /// Client source addresses.
     pub source_addrs: Vec<Ipv4Addr>,
     /// Handshakes in flight per worker.
@@ -132,6 +134,9 @@ impl Fleet {
             .args(["--source-addrs", &sources.join(",")])
             .args(["--concurrency", &s.concurrency.to_string()])
             .args(["--max-seconds", &s.max_seconds.to_string()]);
+        if s.no_join {
+            cmd.arg("--no-join");
+        }
         cmd
     }
 

@@ -72,7 +72,7 @@ pub struct CommonArgs {
 }
 
 impl CommonArgs {
-    fn cluster(
+    pub(crate) fn cluster(
         &self,
         system: System,
         nodes: usize,
@@ -94,7 +94,7 @@ impl CommonArgs {
         })
     }
 
-    fn load(
+    pub(crate) fn load(
         &self,
         system: System,
         urls: Vec<String>,
@@ -108,6 +108,7 @@ impl CommonArgs {
             room_size,
             slow_every,
             pad_bytes: self.pad_bytes,
+            no_join: false,
             source_addrs: self.source_addrs.clone(),
             concurrency: self.concurrency,
             max_seconds: self.max_minutes * 60 + 60,

@@ -27,6 +27,7 @@ async fn smoke_run_loses_and_duplicates_nothing() -> anyhow::Result<()> {
         room_size: 10,
         slow_every: 0,
         pad_bytes: 32,
+        no_join: false,
         source_addrs: vec!["127.0.0.2".parse()?, "127.0.0.3".parse()?],
         concurrency: 32,
         max_seconds: 60,
