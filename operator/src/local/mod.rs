@@ -10,6 +10,7 @@ pub mod child;
 pub mod error;
 pub mod plan;
 pub mod probe;
+pub mod scale;
 pub mod state;
 pub mod supervisor;
 

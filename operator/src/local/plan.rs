@@ -61,13 +61,15 @@ pub struct LocalNode {
 /// What local mode runs and writes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
-    /// Children in start order.
+    /// Children in start order: Redis, the pairs of the first `spec.replicas` slots, HAProxy.
     pub children: Vec<ChildSpec>,
+    /// The chat-node + sidecar pair of every server slot, running or not (for scaling).
+    pub slot_children: Vec<Vec<ChildSpec>>,
     /// Directories to create before starting.
     pub dirs: Vec<PathBuf>,
     /// Files to write before starting: (path, content).
     pub files: Vec<(PathBuf, String)>,
-    /// The chat nodes.
+    /// Every server slot's node, in ordinal order; the first `spec.replicas` run.
     pub nodes: Vec<LocalNode>,
     /// The Redis URL the nodes use.
     pub redis_url: String,
@@ -85,9 +87,9 @@ pub struct Plan {
 pub fn plan(cc: &ChatCluster, ports: &LocalPorts, ctx: &PlanContext) -> Result<Plan, Error> {
     let spec = &cc.spec;
     let replicas = usize::try_from(spec.replicas).unwrap_or(0);
-    if ports.nodes.len() != replicas {
+    if ports.nodes.len() < replicas {
         return Err(Error::Unsupported(format!(
-            "{} node port sets for {replicas} replicas",
+            "{replicas} replicas do not fit in {} server slots",
             ports.nodes.len()
         )));
     }
@@ -146,7 +148,9 @@ pub fn plan(cc: &ChatCluster, ports: &LocalPorts, ctx: &PlanContext) -> Result<P
             ports: *p,
         })
         .collect();
+    let mut slot_children = Vec::with_capacity(nodes.len());
     for node in &nodes {
+        let mut pair = Vec::with_capacity(2);
         let p = node.ports;
         let mut overrides = vec![
             ("CHAT_LISTEN", format!("127.0.0.1:{}", p.ws)),
@@ -158,7 +162,7 @@ pub fn plan(cc: &ChatCluster, ports: &LocalPorts, ctx: &PlanContext) -> Result<P
         if let Some(secret) = &ctx.jwt_secret {
             overrides.push(("CHAT_JWT_SECRET", secret.clone()));
         }
-        children.push(ChildSpec {
+        pair.push(ChildSpec {
             name: node.name.clone(),
             program: ctx.bin_dir.join("chat-node"),
             args: Vec::new(),
@@ -179,7 +183,7 @@ pub fn plan(cc: &ChatCluster, ports: &LocalPorts, ctx: &PlanContext) -> Result<P
             ("SIDECAR_HTTP_LISTEN", format!("127.0.0.1:{}", p.http)),
             ("SIDECAR_LOG_FORMAT", "text".to_owned()),
         ];
-        children.push(ChildSpec {
+        pair.push(ChildSpec {
             name: format!("{}-sidecar", node.name),
             program: ctx.bin_dir.join("chatcluster-sidecar"),
             args: Vec::new(),
@@ -191,7 +195,9 @@ pub fn plan(cc: &ChatCluster, ports: &LocalPorts, ctx: &PlanContext) -> Result<P
             stop: StopPolicy::Terminate,
             stage: STAGE_NODES,
         });
+        slot_children.push(pair);
     }
+    children.extend(slot_children.iter().take(replicas).flatten().cloned());
     let haproxy_socket = ctx.run_dir.join("haproxy.sock");
     let haproxy_cfg_path = ctx.run_dir.join("haproxy.cfg");
     let params = HaproxyParams::from_spec(
@@ -232,6 +238,7 @@ pub fn plan(cc: &ChatCluster, ports: &LocalPorts, ctx: &PlanContext) -> Result<P
     });
     Ok(Plan {
         children,
+        slot_children,
         dirs: vec![ctx.run_dir.join("redis")],
         files: vec![(haproxy_cfg_path, haproxy_cfg)],
         nodes,

@@ -263,5 +263,21 @@ fn zero_replicas_still_run_redis_and_haproxy_and_port_sets_must_match() {
     let plan0 = plan(&ChatCluster::test().replicas(0), &ports(0), &ctx()).unwrap();
     let names: Vec<&str> = plan0.children.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(names, ["redis", "haproxy"]);
-    assert!(plan(&ChatCluster::test().replicas(2), &ports(3), &ctx()).is_err());
+    assert!(plan(&ChatCluster::test().replicas(2), &ports(1), &ctx()).is_err());
+}
+
+#[test]
+fn spare_server_slots_are_rendered_but_not_started() {
+    let plan = plan(&ChatCluster::test().replicas(1), &ports(3), &ctx()).unwrap();
+    let names: Vec<&str> = plan.children.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["redis", "chat-node-0", "chat-node-0-sidecar", "haproxy"]
+    );
+    assert_eq!(plan.slot_children.len(), 3);
+    assert_eq!(plan.slot_children[2][0].name, "chat-node-2");
+    assert_eq!(plan.slot_children[2][1].name, "chat-node-2-sidecar");
+    assert_eq!(plan.nodes.len(), 3);
+    let cfg = &plan.files[0].1;
+    assert!(cfg.contains("server chat3 127.0.0.1:20020 "), "{cfg}");
 }

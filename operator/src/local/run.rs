@@ -10,6 +10,7 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use super::error::Error;
 use super::plan::{Plan, PlanContext, plan};
+use super::scale::Scaler;
 use super::state::{ChildState, LocalPorts, LocalState, NodePorts, NodeState};
 use super::supervisor::{Supervisor, SupervisorOptions};
 use crate::crd::ChatCluster;
@@ -67,6 +68,11 @@ pub struct LocalArgs {
         default_value_t = 500
     )]
     pub restart_delay_ms: u64,
+    /// HAProxy server slots rendered beyond `spec.replicas` (never more than
+    /// `spec.haproxy.serverSlots` in all), so editing `replicas` in the file scales without a
+    /// reload. Each empty slot is health-checked once at start, hence not all 64 by default.
+    #[arg(long, env = "CHATCLUSTER_LOCAL_SPARE_SLOTS", default_value_t = 4)]
+    pub spare_slots: usize,
     /// Value of CHATCLUSTER_LOCAL_RUN on every child, to find them with `/proc/<pid>/environ`
     /// (default: `<pid>-<random>`).
     #[arg(long, env = "CHATCLUSTER_LOCAL_RUN_ID", default_value = "")]
@@ -93,7 +99,10 @@ pub async fn run(args: LocalArgs) -> Result<(), Error> {
         .clone()
         .unwrap_or_else(|| std::env::temp_dir().join(format!("chatcluster-local-{run_id}")));
     let replicas = usize::try_from(cc.spec.replicas).unwrap_or(0);
-    let ports = choose_ports(args.port, replicas).map_err(|source| Error::Io {
+    // One port set per HAProxy server slot, so `replicas` can change without a reload.
+    let max_slots = usize::try_from(cc.spec.haproxy.server_slots).unwrap_or(0);
+    let slots = replicas.max(max_slots.min(replicas + args.spare_slots));
+    let ports = choose_ports(args.port, slots).map_err(|source| Error::Io {
         path: "127.0.0.1:0".into(),
         source,
     })?;
@@ -116,37 +125,57 @@ pub async fn run(args: LocalArgs) -> Result<(), Error> {
     options.backoff.initial = Duration::from_millis(args.restart_delay_ms);
     options.backoff.max = options.backoff.max.max(options.backoff.initial);
     let mut supervisor = Supervisor::new(options);
+    supervisor.reserve_width(plan.slot_children.iter().flatten().map(|c| c.name.as_str()));
     tracing::info!(run_id, run_dir = %run_dir.display(), nodes = replicas, "starting local mode");
     let started = tokio::select! {
         result = supervisor.start(plan.children.clone()) => Some(result),
         () = signals.recv() => None,
     };
-    let result = match started {
-        Some(Ok(())) => {
-            let state = |sup: &Supervisor| state(&plan, &ports, &run_id, &run_dir, sup);
-            announce(&state(&supervisor), replicas);
-            let state_file = args.state_file.as_deref();
-            if let Some(path) = state_file {
-                state(&supervisor).write(path)?;
+    let result = 'serve: {
+        match started {
+            Some(Ok(())) => {}
+            Some(Err(err)) => break 'serve Err(err),
+            None => {
+                tracing::info!("stopping before everything was ready");
+                break 'serve Ok(());
             }
-            loop {
-                tokio::select! {
-                    () = signals.recv() => break,
-                    () = supervisor.changed() => {
-                        if let Some(path) = state_file {
-                            state(&supervisor).write(path)?;
-                        }
-                    }
+        }
+        let mut scaler = Scaler::new(&args.file, &cc, &plan.haproxy_socket);
+        scaler.disable_spare_slots(slots).await;
+        let timeout = Duration::from_secs(args.ready_timeout_seconds);
+        tokio::select! {
+            result = scaler.wait_all_up(timeout) => {
+                if let Err(err) = result {
+                    break 'serve Err(err);
                 }
             }
-            tracing::info!("stopping: draining chat nodes, then stopping the rest");
-            Ok(())
+            () = signals.recv() => break 'serve Ok(()),
         }
-        Some(Err(err)) => Err(err),
-        None => {
-            tracing::info!("stopping before everything was ready");
-            Ok(())
+        let state = |sup: &Supervisor, replicas: usize| {
+            state(&plan, &ports, &run_id, &run_dir, sup, replicas)
+        };
+        announce(&state(&supervisor, replicas), replicas);
+        let state_file = args.state_file.as_deref();
+        if let Some(path) = state_file
+            && let Err(err) = state(&supervisor, replicas).write(path)
+        {
+            break 'serve Err(err);
         }
+        let mut watch = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            let changed = tokio::select! {
+                () = signals.recv() => break,
+                () = supervisor.changed() => true,
+                _ = watch.tick() => scaler.poll(&plan, &mut supervisor).await,
+            };
+            if let (true, Some(path)) = (changed, state_file)
+                && let Err(err) = state(&supervisor, scaler.replicas).write(path)
+            {
+                break 'serve Err(err);
+            }
+        }
+        tracing::info!("stopping: draining chat nodes, then stopping the rest");
+        Ok(())
     };
     stop(&mut supervisor, &mut signals).await;
     if let Some(path) = &args.state_file {
@@ -173,7 +202,8 @@ async fn stop(supervisor: &mut Supervisor, signals: &mut Signals) {
     shutdown.await;
 }
 
-fn load(path: &Path) -> Result<ChatCluster, Error> {
+/// Reads and parses a ChatCluster file (a missing namespace means `default`).
+pub(super) fn load(path: &Path) -> Result<ChatCluster, Error> {
     let manifest = |reason: String| Error::Manifest {
         path: path.to_owned(),
         reason,
@@ -255,6 +285,7 @@ fn state(
     run_id: &str,
     run_dir: &Path,
     supervisor: &Supervisor,
+    replicas: usize,
 ) -> LocalState {
     let status = |name: &str| supervisor.status(name).unwrap_or_default();
     LocalState {
@@ -269,6 +300,7 @@ fn state(
         nodes: plan
             .nodes
             .iter()
+            .take(replicas)
             .map(|n| NodeState {
                 name: n.name.clone(),
                 ports: n.ports,
@@ -279,6 +311,14 @@ fn state(
         children: plan
             .children
             .iter()
+            .filter(|c| {
+                !plan
+                    .slot_children
+                    .iter()
+                    .flatten()
+                    .any(|s| s.name == c.name)
+            })
+            .chain(plan.slot_children.iter().take(replicas).flatten())
             .map(|c| {
                 let s = status(&c.name);
                 ChildState {

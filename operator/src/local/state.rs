@@ -81,9 +81,9 @@ pub struct LocalState {
     pub haproxy_socket: PathBuf,
     /// The Redis URL the chat nodes use.
     pub redis_url: String,
-    /// The chat nodes.
+    /// The chat nodes running now (`spec.replicas` of them; spare HAProxy slots not listed).
     pub nodes: Vec<NodeState>,
-    /// Every child, in start order.
+    /// Every child that should be running now (Redis, HAProxy, the nodes' pairs).
     pub children: Vec<ChildState>,
 }
 

@@ -50,6 +50,8 @@ struct Supervised {
 /// A running set of children.
 pub struct Supervisor {
     children: Vec<Supervised>,
+    /// Children being stopped on their own (scale-down), awaited by `shutdown`.
+    retiring: Vec<JoinHandle<()>>,
     kill_now: CancellationToken,
     options: SupervisorOptions,
     prefix: LogPrefix,
@@ -60,6 +62,7 @@ impl Supervisor {
     pub fn new(options: SupervisorOptions) -> Self {
         Self {
             children: Vec::new(),
+            retiring: Vec::new(),
             kill_now: CancellationToken::new(),
             options,
             prefix: LogPrefix { width: 0 },
@@ -89,6 +92,31 @@ impl Supervisor {
             }
         }
         Ok(())
+    }
+
+    /// Makes the log prefix column at least as wide as the longest of `names` (children that
+    /// may be added later keep the columns aligned).
+    pub fn reserve_width<'a>(&mut self, names: impl IntoIterator<Item = &'a str>) {
+        let width = names.into_iter().map(str::len).max().unwrap_or(0);
+        self.prefix.width = self.prefix.width.max(width);
+    }
+
+    /// Starts more children now, without waiting for them to be ready (a scale-up: HAProxy's
+    /// health checks admit them once they are).
+    pub fn add(&mut self, specs: Vec<ChildSpec>) {
+        for spec in specs {
+            self.spawn(spec);
+        }
+    }
+
+    /// Stops the named children in the background, in the same order as [`Supervisor::shutdown`]
+    /// (a scale-down: the node drains while everything else keeps running).
+    pub fn retire(&mut self, names: &[String]) {
+        let (leaving, staying) = std::mem::take(&mut self.children)
+            .into_iter()
+            .partition(|c| names.contains(&c.spec.name));
+        self.children = staying;
+        self.retiring.push(tokio::spawn(stop_in_order(leaving)));
     }
 
     /// [`Supervisor::new`] + [`Supervisor::start`].
@@ -207,21 +235,28 @@ impl Supervisor {
     /// period), then the others stage by stage in reverse start order. Returns when every child
     /// process has exited.
     pub async fn shutdown(&mut self) {
-        let children = std::mem::take(&mut self.children);
-        let (draining, mut rest): (Vec<_>, Vec<_>) = children
-            .into_iter()
-            .partition(|c| matches!(c.spec.stop, StopPolicy::Drain { .. }));
-        stop_all(draining).await;
-        rest.sort_by_key(|c| std::cmp::Reverse(c.spec.stage));
-        while !rest.is_empty() {
-            let stage = rest[0].spec.stage;
-            let split = rest
-                .iter()
-                .position(|c| c.spec.stage != stage)
-                .unwrap_or(rest.len());
-            let later = rest.split_off(split);
-            stop_all(std::mem::replace(&mut rest, later)).await;
+        stop_in_order(std::mem::take(&mut self.children)).await;
+        for task in std::mem::take(&mut self.retiring) {
+            let _ = task.await;
         }
+    }
+}
+
+/// Draining children first (all at once), then the others stage by stage, last stage first.
+async fn stop_in_order(children: Vec<Supervised>) {
+    let (draining, mut rest): (Vec<_>, Vec<_>) = children
+        .into_iter()
+        .partition(|c| matches!(c.spec.stop, StopPolicy::Drain { .. }));
+    stop_all(draining).await;
+    rest.sort_by_key(|c| std::cmp::Reverse(c.spec.stage));
+    while !rest.is_empty() {
+        let stage = rest[0].spec.stage;
+        let split = rest
+            .iter()
+            .position(|c| c.spec.stage != stage)
+            .unwrap_or(rest.len());
+        let later = rest.split_off(split);
+        stop_all(std::mem::replace(&mut rest, later)).await;
     }
 }
 

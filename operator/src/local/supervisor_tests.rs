@@ -218,3 +218,38 @@ async fn the_kill_switch_cuts_a_long_drain_short() {
         .expect("the kill switch did not end the drain");
     assert!(live(&mark).is_empty(), "left behind: {:?}", live(&mark));
 }
+
+#[tokio::test]
+async fn children_can_be_added_and_retired_while_others_keep_running() {
+    let mark = marker();
+    let mut sup = Supervisor::launch(vec![sh("redis", 0, "exec sleep 100", &mark)], fast())
+        .await
+        .unwrap();
+    let mut node = sh("node-1", 1, "exec sleep 100", &mark);
+    node.stop = StopPolicy::Drain {
+        grace: Duration::from_secs(1),
+    };
+    sup.add(vec![node, sh("node-1-sidecar", 1, "exec sleep 100", &mark)]);
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while live(&mark).len() < 3 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("added children did not start");
+    sup.retire(&["node-1".to_owned(), "node-1-sidecar".to_owned()]);
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while live(&mark).len() > 1 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("retired children did not stop");
+    assert!(
+        sup.status("redis").unwrap().pid.is_some(),
+        "the others keep running"
+    );
+    assert!(sup.status("node-1").is_none());
+    sup.shutdown().await;
+    assert!(live(&mark).is_empty());
+}

@@ -33,6 +33,7 @@ pub fn output_dir(test: &str) -> PathBuf {
 /// A running local mode.
 pub struct LocalCluster {
     child: Option<Child>,
+    manifest: PathBuf,
     state_file: PathBuf,
     /// The state as it was when everything was first ready.
     pub state: LocalState,
@@ -76,6 +77,7 @@ impl LocalCluster {
             .context("start chatcluster-operator local")?;
         let mut cluster = Self {
             child: Some(child),
+            manifest: manifest.clone(),
             state_file: state_file.clone(),
             state: placeholder_state(),
             _dir: dir,
@@ -111,6 +113,11 @@ impl LocalCluster {
     /// The state file as it is now (process ids change when children restart).
     pub fn current(&self) -> LocalState {
         LocalState::read(&self.state_file).unwrap_or_else(|_| self.state.clone())
+    }
+
+    /// The ChatCluster file local mode runs (edit it to scale).
+    pub fn manifest(&self) -> &Path {
+        &self.manifest
     }
 
     /// `ws://127.0.0.1:<port>/ws`

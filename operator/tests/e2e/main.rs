@@ -13,6 +13,7 @@ mod delivery;
 mod harness;
 mod lifecycle;
 mod routing;
+mod scaling;
 
 /// The lock each test holds while it runs, so the tests run one at a time.
 pub static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
