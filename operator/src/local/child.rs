@@ -111,7 +111,7 @@ pub struct ChildStatus {
     pub spawn_error: Option<String>,
 }
 
-/// Where prefixed child output goes.
+/// How child output lines are prefixed (`<name> | line`, names right-aligned).
 #[derive(Debug, Clone)]
 pub struct LogPrefix {
     /// Width the names are padded to, so the columns line up.

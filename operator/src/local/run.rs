@@ -114,7 +114,7 @@ pub async fn run(args: LocalArgs) -> Result<(), Error> {
         run_id: run_id.clone(),
         external_redis_url: non_empty(&args.external_redis_url),
         jwt_secret: non_empty(&args.jwt_secret),
-        cookie_key: format!("{:032x}", rand::random::<u128>()),
+        cookie_key: crate::desired::secret::generate_cookie_key(),
     };
     let plan = plan(&cc, &ports, &ctx)?;
     write_files(&plan)?;
@@ -209,12 +209,8 @@ pub(super) fn load(path: &Path) -> Result<ChatCluster, Error> {
         reason,
     };
     let text = std::fs::read_to_string(path).map_err(|e| manifest(e.to_string()))?;
-    let mut cc: ChatCluster = serde_saphyr::from_str(&text).map_err(|e| manifest(e.to_string()))?;
-    // A file without a namespace means `default`, as with `kubectl apply`.
-    cc.metadata
-        .namespace
-        .get_or_insert_with(|| "default".into());
-    Ok(cc)
+    // The same parsing as `render`: kind checked, unknown keys (typos) refused.
+    crate::render::parse_chatcluster(&text, "default").map_err(|e| manifest(e.to_string()))
 }
 
 fn non_empty(value: &str) -> Option<String> {
