@@ -118,8 +118,11 @@ impl Scaler {
     }
 }
 
-/// Servers of [`BACKEND`] among `wanted` whose `show stat` status is not `UP` yet.
-pub fn servers_not_up(show_stat: &str, wanted: &[String]) -> Vec<String> {
+/// Servers of [`BACKEND`] among `wanted` that HAProxy does not yet route to at full weight:
+/// not `UP`, not yet health- and agent-checked (HAProxy starts servers `UP` before any check),
+/// or with a weight other than the configured 100 (at start no node has clients, so a healthy
+/// node's sidecar reports 100%; less means it is not fully ready, e.g. no Redis link yet).
+pub fn servers_not_ready(show_stat: &str, wanted: &[String]) -> Vec<String> {
     let mut lines = show_stat.lines();
     let header: Vec<&str> = lines
         .next()
@@ -128,27 +131,48 @@ pub fn servers_not_up(show_stat: &str, wanted: &[String]) -> Vec<String> {
         .split(',')
         .collect();
     let column = |name| header.iter().position(|h| *h == name);
-    let (Some(px), Some(sv), Some(status)) = (column("pxname"), column("svname"), column("status"))
+    let columns = [
+        "pxname",
+        "svname",
+        "status",
+        "check_status",
+        "agent_status",
+        "weight",
+    ]
+    .map(column);
+    let [
+        Some(px),
+        Some(sv),
+        Some(status),
+        Some(check),
+        Some(agent),
+        Some(weight),
+    ] = columns
     else {
         return wanted.to_vec();
     };
-    let up: Vec<&str> = lines
+    let ready: Vec<&str> = lines
         .map(|l| l.split(',').collect::<Vec<_>>())
         .filter(|f| {
-            f.get(px) == Some(&BACKEND) && f.get(status).is_some_and(|s| s.starts_with("UP"))
+            let field = |i: usize| f.get(i).copied().unwrap_or_default();
+            field(px) == BACKEND
+                && field(status).starts_with("UP")
+                && field(check) == "L7OK"
+                && field(agent) == "L7OK"
+                && field(weight) == "100"
         })
         .filter_map(|f| f.get(sv).copied())
         .collect();
     wanted
         .iter()
-        .filter(|w| !up.contains(&w.as_str()))
+        .filter(|w| !ready.contains(&w.as_str()))
         .cloned()
         .collect()
 }
 
 impl Scaler {
-    /// Waits until HAProxy routes to every running node (health and agent checks passed), so
-    /// the endpoint works for every client from the moment it is printed.
+    /// Waits until HAProxy routes to every running node at full weight (see
+    /// [`servers_not_ready`]), so placement is right from the first client on.
     pub async fn wait_all_up(&self, timeout: std::time::Duration) -> Result<(), super::Error> {
         let wanted: Vec<String> = (1..=self.replicas).map(|n| format!("chat{n}")).collect();
         let deadline = tokio::time::Instant::now() + timeout;
@@ -156,7 +180,7 @@ impl Scaler {
             let answer = runtime_api(&self.socket, "show stat")
                 .await
                 .unwrap_or_default();
-            let missing = servers_not_up(&answer, &wanted);
+            let missing = servers_not_ready(&answer, &wanted);
             if missing.is_empty() {
                 return Ok(());
             }
@@ -201,18 +225,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn servers_count_as_up_only_in_the_chat_backend_with_status_up() {
-        let stat = "# pxname,svname,qcur,status,weight\n\
-                    chat,FRONTEND,,OPEN,\n\
-                    chat_nodes,chat1,0,UP,100\n\
-                    chat_nodes,chat2,0,DOWN,100\n\
-                    chat_nodes,chat3,0,UP 1/2,100\n\
-                    other,chat4,0,UP,100\n";
-        let wanted: Vec<String> = ["chat1", "chat2", "chat3", "chat4"]
-            .map(String::from)
-            .to_vec();
-        assert_eq!(servers_not_up(stat, &wanted), ["chat2", "chat4"]);
-        assert_eq!(servers_not_up("", &wanted), wanted);
+    fn servers_are_ready_only_when_up_checked_and_at_full_weight() {
+        let stat = "# pxname,svname,status,check_status,agent_status,weight\n\
+                    chat,FRONTEND,OPEN,,,\n\
+                    chat_nodes,chat1,UP,L7OK,L7OK,100\n\
+                    chat_nodes,chat2,DOWN,L7OK,L7STS,0\n\
+                    chat_nodes,chat3,UP,INI,INI,100\n\
+                    chat_nodes,chat4,UP,L7OK,L7OK,1\n\
+                    other,chat5,UP,L7OK,L7OK,100\n";
+        let wanted: Vec<String> = (1..=5).map(|n| format!("chat{n}")).collect();
+        assert_eq!(
+            servers_not_ready(stat, &wanted),
+            ["chat2", "chat3", "chat4", "chat5"]
+        );
+        assert_eq!(servers_not_ready("", &wanted), wanted);
         assert_eq!(server_name(0), "chat_nodes/chat1");
     }
 }
