@@ -45,15 +45,15 @@ async fn drain_flips_readiness_refuses_upgrades_and_spreads_1001_closes() -> Res
     );
     let (first, last) = (closes[0].1, closes[3].1);
     assert!(
-        first < Duration::from_millis(500),
-        "first close right away: {closes:?}"
+        first >= Duration::from_millis(400) && first < Duration::from_millis(1000),
+        "first close after the balancer had time to notice the drain: {closes:?}"
     );
     assert!(
         last >= Duration::from_millis(1500),
         "last close near the end of the grace: {closes:?}"
     );
     assert!(
-        closes[1].1 >= Duration::from_millis(400) && closes[2].1 >= Duration::from_millis(1000),
+        closes[1].1 >= Duration::from_millis(800) && closes[2].1 >= Duration::from_millis(1200),
         "spread out: {closes:?}"
     );
     // `run` returns once the connections are gone (well before grace + margin).
