@@ -112,6 +112,19 @@ impl Cluster {
                 .map(|(ws, _)| format!("ws://{ws}"))
                 .collect();
         }
+        let pids: Vec<u32> = servers
+            .iter()
+            .map(|s| match s {
+                Server::Chat(node) => node.pid,
+                Server::SocketIo { pid, .. } => *pid,
+            })
+            .collect();
+        tracing::info!(
+            system = spec.system.name(),
+            ?pids,
+            redis_pid,
+            "servers started"
+        );
         let cluster = Self {
             redis,
             redis_pid,
@@ -169,6 +182,23 @@ impl Cluster {
             nodes += read_cpu_ticks(pid).await?;
         }
         Ok((nodes, read_cpu_ticks(self.redis_pid).await?))
+    }
+
+    /// Waits until the servers are quiet (under 5% of a core over 1 s, at most `limit`), so a
+    /// step does not queue behind work left from the previous one (for example the presence
+    /// events of clients that just joined a big room). Returns the seconds waited.
+    pub async fn wait_quiet(&self, limit: Duration) -> Result<f64> {
+        let started = tokio::time::Instant::now();
+        let mut last = self.cpu_ticks().await?.0;
+        while started.elapsed() < limit {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let now = self.cpu_ticks().await?.0;
+            if now - last <= 5 {
+                break;
+            }
+            last = now;
+        }
+        Ok(started.elapsed().as_secs_f64())
     }
 
     /// Stops proxies, servers (SIGTERM by PID, SIGKILL after 15 s) and Redis.
