@@ -53,6 +53,9 @@ pub enum ErrorCode {
     RateLimited,
     /// Redis is unreachable: nothing was sent; retry later.
     Unavailable,
+    /// The request reached Redis (or may have) but no answer came back in time: the message may
+    /// or may not have been delivered. Resending blindly could deliver it twice.
+    Unconfirmed,
     /// The connection is already in the maximum number of rooms.
     TooManyRooms,
 }
@@ -67,6 +70,7 @@ impl ErrorCode {
             ErrorCode::NotJoined => "not_joined",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Unconfirmed => "unconfirmed",
             ErrorCode::TooManyRooms => "too_many_rooms",
         }
     }

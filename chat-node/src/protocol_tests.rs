@@ -224,6 +224,7 @@ fn error_codes_are_stable() {
         (ErrorCode::NotJoined, "not_joined"),
         (ErrorCode::RateLimited, "rate_limited"),
         (ErrorCode::Unavailable, "unavailable"),
+        (ErrorCode::Unconfirmed, "unconfirmed"),
         (ErrorCode::TooManyRooms, "too_many_rooms"),
     ];
     for (code, s) in all {

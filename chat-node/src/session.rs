@@ -31,6 +31,24 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// The error event for a send or direct message that Redis did not take. A timeout cannot tell
+/// whether the script ran (Redis may run it after the node stopped waiting, and then the room
+/// receives the message), so it is `unconfirmed`, not `unavailable`'s "nothing was sent".
+fn send_failure(err: &redis::RedisError) -> (ErrorCode, &'static str) {
+    if err.is_timeout() {
+        (
+            ErrorCode::Unconfirmed,
+            "redis did not answer in time; the message may still be delivered: \
+             watch the room for its id before sending it again",
+        )
+    } else {
+        (
+            ErrorCode::Unavailable,
+            "redis unreachable; nothing was sent, retry later",
+        )
+    }
+}
+
 struct Session {
     node: Arc<Node>,
     conn: Arc<Conn>,
@@ -211,13 +229,8 @@ impl Session {
                     Ok(()) => self.send_text(protocol::ack(id.as_deref(), None, None)),
                     Err(err) => {
                         tracing::debug!(%err, "direct failed");
-                        let e = Self::error(
-                            ErrorCode::Unavailable,
-                            "redis unreachable; nothing was sent, retry later",
-                            id.as_deref(),
-                            None,
-                        );
-                        self.send_error(&e);
+                        let (code, message) = send_failure(&err);
+                        self.send_error(&Self::error(code, message, id.as_deref(), None));
                     }
                 }
             }
@@ -251,13 +264,8 @@ impl Session {
             }
             Err(err) => {
                 tracing::debug!(%err, room, "publish failed");
-                let e = Self::error(
-                    ErrorCode::Unavailable,
-                    "redis unreachable; nothing was sent, retry later",
-                    id,
-                    Some(room),
-                );
-                self.send_error(&e);
+                let (code, message) = send_failure(&err);
+                self.send_error(&Self::error(code, message, id, Some(room)));
             }
         }
     }
@@ -393,5 +401,19 @@ impl Session {
         for room in std::mem::take(&mut self.rooms) {
             self.leave(&room);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_timed_out_send_is_unconfirmed_and_a_refused_one_unavailable() {
+        let timed_out = redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut));
+        assert_eq!(send_failure(&timed_out).0, ErrorCode::Unconfirmed);
+        let refused =
+            redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert_eq!(send_failure(&refused).0, ErrorCode::Unavailable);
     }
 }

@@ -1,5 +1,6 @@
-//! Node lifecycle: the drain (readiness, refusals, 1001 closes spread over the grace period) and
-//! a Redis outage in the middle of traffic (unavailable errors, readiness, recovery by itself).
+//! Node lifecycle: the drain (readiness, refusals, 1001 closes spread over the grace period), a
+//! Redis outage in the middle of traffic (unavailable errors, readiness, recovery by itself) and
+//! a Redis too slow to answer a send (unconfirmed).
 
 mod common;
 
@@ -137,6 +138,69 @@ async fn redis_outage_gives_unavailable_then_traffic_recovers_without_restart() 
         alice.recv_type("presence").await?["members"],
         json!(["alice", "bob"])
     );
+    a.stop().await?;
+    b.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_redis_answers_too_late_is_unconfirmed_not_unavailable() -> Result<()> {
+    let redis = RedisServer::start()?;
+    let a = TestNode::start(config(&redis, "node-a")).await?;
+    let b = TestNode::start(config(&redis, "node-b")).await?;
+    let mut alice = connect(&a.url("name=alice")).await?;
+    alice.join("lobby", None).await?;
+    let mut bob = connect(&b.url("name=bob")).await?;
+    bob.join("lobby", None).await?;
+    // One send first, so Redis has the send script cached (a cold EVALSHA answers NOSCRIPT and
+    // would be retried with the script's text, after the node gave up).
+    alice.say("lobby", "warm", "x").await?;
+    assert_eq!(bob.recv_type("message").await?["id"], "warm");
+    // A script on another connection keeps Redis busy for 4 s, well past the node's 2 s response
+    // timeout. The node gives up on its send script, but the script is already in Redis's socket
+    // buffer and runs when Redis is free: the message is published after the node stopped
+    // waiting (as when the node itself is too overloaded to read the answer in time).
+    let client = redis::Client::open(redis.url())?;
+    let mut conn = client
+        .get_multiplexed_async_connection_with_config(
+            &redis::AsyncConnectionConfig::new().set_response_timeout(None),
+        )
+        .await?;
+    let busy = tokio::spawn(async move {
+        redis::cmd("EVAL")
+            .arg(
+                "local t = redis.call('TIME') local s = t[1] * 1000000 + t[2] \
+                 repeat local n = redis.call('TIME') until n[1] * 1000000 + n[2] - s > 4000000 \
+                 return 1",
+            )
+            .arg(0)
+            .query_async::<i64>(&mut conn)
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    alice
+        .send(json!({"type": "send", "room": "lobby", "id": "late", "text": "x"}))
+        .await?;
+    // Alice gets the error when the node stops waiting (2 s), then her own message once Redis
+    // runs the script (4 s); earlier frames (her own "warm") are skipped.
+    let mut error = None;
+    let mut delivered_to_alice = false;
+    while error.is_none() || !delivered_to_alice {
+        let v = alice.recv().await?;
+        match v["type"].as_str() {
+            Some("error") => error = Some(v),
+            Some("message") if v["id"] == "late" => delivered_to_alice = true,
+            _ => {}
+        }
+    }
+    let e = error.unwrap_or_default();
+    assert_eq!(
+        (&e["code"], &e["id"], &e["room"]),
+        (&json!("unconfirmed"), &json!("late"), &json!("lobby")),
+        "a timed-out send must not claim that nothing was sent: {e}"
+    );
+    // ... because it was: every member receives it once Redis runs the held script.
+    assert_eq!(bob.recv_type("message").await?["id"], "late");
+    assert_eq!(busy.await??, 1);
     a.stop().await?;
     b.stop().await
 }
