@@ -38,8 +38,8 @@ fn send_failure(err: &redis::RedisError) -> (ErrorCode, &'static str) {
     if err.is_timeout() {
         (
             ErrorCode::Unconfirmed,
-            "redis did not answer in time; the message may still be delivered: \
-             watch the room for its id before sending it again",
+            "redis did not answer in time; the message may still be delivered, \
+             so sending it again may deliver it twice",
         )
     } else {
         (
