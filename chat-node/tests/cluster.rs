@@ -12,13 +12,6 @@ use futures_util::SinkExt;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
-async fn two_nodes(redis: &RedisServer) -> Result<(TestNode, TestNode)> {
-    Ok((
-        TestNode::start(config(redis, "node-a")).await?,
-        TestNode::start(config(redis, "node-b")).await?,
-    ))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn interleaved_senders_on_two_nodes_reach_everyone_in_one_order() -> Result<()> {
     let redis = RedisServer::start()?;

@@ -78,12 +78,9 @@ async fn shutdown_future_drains_an_idle_node_at_once() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_outage_gives_unavailable_then_traffic_recovers_without_restart() -> Result<()> {
     let mut redis = RedisServer::start()?;
-    let a = TestNode::start(config(&redis, "node-a")).await?;
-    let b = TestNode::start(config(&redis, "node-b")).await?;
-    let mut alice = connect(&a.url("name=alice")).await?;
-    alice.join("lobby", None).await?;
-    let mut bob = connect(&b.url("name=bob")).await?;
-    bob.join("lobby", None).await?;
+    let (a, b) = two_nodes(&redis).await?;
+    let mut alice = member(&a, "alice", "lobby").await?;
+    let mut bob = member(&b, "bob", "lobby").await?;
     alice.say("lobby", "before", "x").await?;
     assert_eq!(bob.recv_type("message").await?["id"], "before");
 
@@ -145,12 +142,9 @@ async fn redis_outage_gives_unavailable_then_traffic_recovers_without_restart() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_send_redis_answers_too_late_is_unconfirmed_not_unavailable() -> Result<()> {
     let redis = RedisServer::start()?;
-    let a = TestNode::start(config(&redis, "node-a")).await?;
-    let b = TestNode::start(config(&redis, "node-b")).await?;
-    let mut alice = connect(&a.url("name=alice")).await?;
-    alice.join("lobby", None).await?;
-    let mut bob = connect(&b.url("name=bob")).await?;
-    bob.join("lobby", None).await?;
+    let (a, b) = two_nodes(&redis).await?;
+    let mut alice = member(&a, "alice", "lobby").await?;
+    let mut bob = member(&b, "bob", "lobby").await?;
     // One send first, so Redis has the send script cached (a cold EVALSHA answers NOSCRIPT and
     // would be retried with the script's text, after the node gave up).
     alice.say("lobby", "warm", "x").await?;
@@ -209,12 +203,9 @@ async fn a_send_redis_answers_too_late_is_unconfirmed_not_unavailable() -> Resul
 async fn a_lost_subscriber_connection_is_restored_and_its_gap_filled_from_the_stream() -> Result<()>
 {
     let redis = RedisServer::start()?;
-    let a = TestNode::start(config(&redis, "node-a")).await?;
-    let b = TestNode::start(config(&redis, "node-b")).await?;
-    let mut reader = connect(&a.url("name=reader")).await?;
-    reader.join("lobby", None).await?;
-    let mut writer = connect(&b.url("name=writer")).await?;
-    writer.join("lobby", None).await?;
+    let (a, b) = two_nodes(&redis).await?;
+    let mut reader = member(&a, "reader", "lobby").await?;
+    let mut writer = member(&b, "writer", "lobby").await?;
     writer.say("lobby", "m0", "x").await?;
     assert_eq!(reader.recv_type("message").await?["id"], "m0");
     // Redis drops every pub/sub connection (as on a network blip) while the writer keeps sending

@@ -167,6 +167,21 @@ pub async fn connect(url: &str) -> Result<Client> {
     Ok(client)
 }
 
+/// Two nodes, `node-a` and `node-b`, sharing `redis`.
+pub async fn two_nodes(redis: &RedisServer) -> Result<(TestNode, TestNode)> {
+    Ok((
+        TestNode::start(config(redis, "node-a")).await?,
+        TestNode::start(config(redis, "node-b")).await?,
+    ))
+}
+
+/// A client named `name` on `node`, joined to `room`.
+pub async fn member(node: &TestNode, name: &str, room: &str) -> Result<Client> {
+    let mut client = connect(&node.url(&format!("name={name}"))).await?;
+    client.join(room, None).await?;
+    Ok(client)
+}
+
 /// The HTTP status of a refused upgrade.
 pub async fn refused_status(url: &str) -> Result<u16> {
     match tokio_tungstenite::connect_async(url).await {
