@@ -11,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 
 use crate::adapter::System;
-use crate::measure::{parse_info_field, read_cpu_ticks, read_rss_kib};
+use crate::measure::{TICKS_PER_SECOND, parse_info_field, read_cpu_ticks, read_rss_kib};
 use crate::node::{Node, command_with_max_nofile};
 use crate::{Error, Result};
 
@@ -193,7 +193,7 @@ impl Cluster {
         while started.elapsed() < limit {
             tokio::time::sleep(Duration::from_secs(1)).await;
             let now = self.cpu_ticks().await?.0;
-            if now - last <= 5 {
+            if ((now - last) as f64) <= TICKS_PER_SECOND * 0.05 {
                 break;
             }
             last = now;

@@ -7,8 +7,9 @@
 //!   at each step; stop when p95 exceeds the bound; report the largest count under it.
 //! - chat: N nodes behind HAProxy processes, clients in rooms of 10, every client sends, the
 //!   total send rate ramped (until two steps in a row fail); report the highest deliveries/s
-//!   with p99 under the bound and no loss, and CPU-seconds per million deliveries of the nodes plus Redis. With
-//!   `--slow-every 100`, 1% of the clients stop reading (the slow-consumer scenario).
+//!   with p99 under the bound and no loss, and CPU-seconds per million deliveries of the nodes
+//!   plus Redis. With `--slow-every 100`, 1% of the clients stop reading (the slow-consumer
+//!   scenario).
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
